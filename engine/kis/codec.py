@@ -88,6 +88,7 @@ def _books(f: list[str], count: int, width: int, session_date: str) -> list[Book
     append = out.append
     for b in range(0, count * width, width):
         hhmmss = f[b + 1]
+        levels = list(map(int, f[b + 3 : b + 43]))  # one map over all 40 level fields
         append(
             BookSnapshot(
                 f[b],
@@ -95,10 +96,10 @@ def _books(f: list[str], count: int, width: int, session_date: str) -> list[Book
                 session_date,
                 hhmmss,
                 f[b + 2],
-                tuple(map(int, f[b + 3 : b + 13])),
-                tuple(map(int, f[b + 13 : b + 23])),
-                tuple(map(int, f[b + 23 : b + 33])),
-                tuple(map(int, f[b + 33 : b + 43])),
+                tuple(levels[0:10]),
+                tuple(levels[10:20]),
+                tuple(levels[20:30]),
+                tuple(levels[30:40]),
                 int(f[b + 43]),
                 int(f[b + 44]),
                 int(f[b + 47]),
