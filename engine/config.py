@@ -1,0 +1,144 @@
+"""Settings from the environment and `.env` (prefix KISRAY_); the only reader of os.environ."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine.errors import ConfigError
+
+KisEnv = Literal["sim", "paper", "real"]
+
+# Official KIS hosts (kis-protocol.md §1.1); `sim` points at the built-in simulator.
+KIS_DEFAULT_URLS: dict[str, tuple[str, str]] = {
+    "real": ("ws://ops.koreainvestment.com:21000", "https://openapi.koreainvestment.com:9443"),
+    "paper": ("ws://ops.koreainvestment.com:31000", "https://openapivts.koreainvestment.com:29443"),
+    "sim": ("ws://127.0.0.1:8765", "http://127.0.0.1:8765"),
+}
+
+DEFAULT_SYMBOLS = ("005930", "000660", "035420", "035720", "005380", "051910")
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KISRAY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL; unset starts the embedded server"
+    )
+    data_dir: Path = Field(default=Path(".kisray/data"), description="embedded database, spools")
+    log_dir: Path = Field(default=Path(".kisray/logs"), description="where kisray.log rotates")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    host: str = Field(default="127.0.0.1", description="API bind address")
+    port: int = Field(default=8000, ge=1, le=65535, description="API port")
+
+    kis_env: KisEnv = "sim"
+    kis_app_key: SecretStr | None = None
+    kis_app_secret: SecretStr | None = None
+    kis_hts_id: str | None = None
+    kis_ws_url: str | None = None
+    kis_rest_url: str | None = None
+    max_registrations: int = Field(default=41, ge=1, le=41)
+
+    api_token: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    sim_port: int = Field(default=8765, ge=1, le=65535, description="built-in simulator port")
+    sim_seed: int = 7
+
+    @field_validator("cors_origins", "symbols", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _six_digit_codes(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not (len(s) == 6 and s.isalnum())]
+        if bad:
+            raise ValueError(f"not a 6-character KRX code: {', '.join(bad)}")
+        return value
+
+    @field_validator("data_dir", "log_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Ray workers may run with another cwd; resolve once, here.
+        return value.expanduser().resolve()
+
+    @field_validator("kis_ws_url")
+    @classmethod
+    def _ws_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+    @field_validator("kis_rest_url")
+    @classmethod
+    def _http_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @property
+    def ws_url(self) -> str:
+        return self.kis_ws_url or KIS_DEFAULT_URLS[self.kis_env][0]
+
+    @property
+    def rest_url(self) -> str:
+        return self.kis_rest_url or KIS_DEFAULT_URLS[self.kis_env][1]
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "kisray.log"
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for log redaction."""
+        values = [self.kis_app_key, self.kis_app_secret, self.api_token]
+        found = [v.get_secret_value() for v in values if v is not None]
+        if self.database_url is not None:
+            password = _url_password(self.database_url.get_secret_value())
+            if password:
+                found.append(password)
+        return [s for s in found if len(s) >= 4]
+
+
+def _url_password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation failures into one ConfigError line per problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"KISRAY_{field.upper()}: {message}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
