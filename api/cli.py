@@ -1,0 +1,140 @@
+"""The `kisray` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from engine.config import Settings, load_settings
+from engine.errors import KisrayError
+from engine.logs import configure_from_settings
+
+logger = logging.getLogger("kisray.cli")
+console = Console(stderr=True)
+app = typer.Typer(
+    name="kisray",
+    help="Realtime market-data engine for Korean stock charts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Profile(StrEnum):
+    local = "local"
+    production = "production"
+
+
+def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except KisrayError as exc:
+        raise _fail(exc) from None
+    return settings
+
+
+@app.command()
+def up(
+    profile: Annotated[Profile, typer.Option(help="local: core + simulator")] = Profile.local,
+    host: Annotated[str | None, typer.Option(help="API bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="API port")] = None,
+    no_sim: Annotated[bool, typer.Option("--no-sim", help="don't start the simulator")] = False,
+    address: Annotated[
+        str | None, typer.Option(envvar="RAY_ADDRESS", help="join this Ray cluster")
+    ] = None,
+) -> None:
+    """Run the whole stack until Ctrl-C or SIGTERM, then stop everything it started."""
+    from api.stack import Stack
+
+    settings = _settings(host=host, port=port)
+    configure_from_settings(settings, rotate=True)
+    stop_requested = threading.Event()
+    starting = True
+
+    def request_stop(signum: int, _frame: object) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        stop_requested.set()
+        if starting:
+            raise KeyboardInterrupt  # abort start-up; Stack.start cleans up what it began
+
+    def install_handlers() -> None:
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    stack = Stack(settings, ray_address=address, after_ray_init=install_handlers)
+    install_handlers()
+    try:
+        stack.start()
+    except KisrayError as exc:
+        raise _fail(exc, 1) from None
+    except KeyboardInterrupt:
+        console.print("start-up interrupted; everything started so far was stopped.")
+        raise typer.Exit(130) from None
+    install_handlers()
+    starting = False
+    try:
+        report = stack.migration
+        console.print(f"[bold green]kisray is up[/] (profile {profile.value})")
+        console.print(f"  API        {stack.api_url}   (docs {stack.api_url}/docs)")
+        console.print(f"  health     {stack.api_url}/health")
+        mode = report.mode if report else "?"
+        where = "embedded" if settings.database_url is None else "external"
+        console.print(f"  database   {where}, {mode} mode, data in {settings.data_dir}")
+        console.print(f"  logs       {settings.log_file}")
+        console.print("  Ctrl-C stops everything.")
+        while not stop_requested.wait(0.5):
+            pass
+    finally:
+        console.print("stopping…")
+        stack.stop()
+        console.print("stopped.")
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Apply the sql/ migrations to the configured database (idempotent)."""
+    from engine.db.embedded import EmbeddedPostgres
+    from engine.db.migrate import migrate
+
+    settings = _settings()
+    configure_from_settings(settings)
+    embedded = None
+    try:
+        if settings.database_url is not None:
+            url = settings.database_url.get_secret_value()
+        else:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            was_running = embedded.running_pid() is not None
+            url = embedded.start().url
+            if was_running:
+                embedded = None  # someone else's server: leave it running
+        report = asyncio.run(migrate(url))
+    except KisrayError as exc:
+        raise _fail(exc, 1) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    applied = ", ".join(report.applied) or "nothing new"
+    console.print(
+        f"database mode {report.mode}; schema version {report.current_version}; applied: {applied}"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""A private Ray head for `kisray up`, started with `ray start --head --block` in its own session.
+
+Why not `ray.init()`: its node processes share the caller's process group, so a terminal's Ctrl-C
+(or a supervisor signalling the group) kills gcs/raylet under us and the orderly shutdown of Serve
+then hangs. In its own session the head only ever stops when we stop it: `--block` ties every Ray
+process to that one child, and terminating it takes the whole node down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import StartupError
+
+logger = logging.getLogger(__name__)
+
+
+# A single-node stack keeps all Ray traffic on loopback. Ray resolves 127.0.0.1 to the host's
+# external address unless it believes clusters are off (the switch meant for macOS/Windows), which
+# only forbids *joining* worker nodes. Token auth stays on: the token lives in ~/.ray/auth_token.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+
+
+def use_local_ray_env() -> None:
+    """Apply LOCAL_RAY_ENV to this process (the driver) before ray.init."""
+    os.environ.update(LOCAL_RAY_ENV)
+    if "ray" in sys.modules:
+        # The constant is read at import; a driver that imported Ray already needs it patched.
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class RayHead:
+    def __init__(self, log_path: Path, *, num_cpus: int | None = None) -> None:
+        self.log_path = log_path
+        self.num_cpus = num_cpus
+        self.port = free_port()
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, env: dict[str, str], timeout: float = 60.0) -> None:
+        ray_cli = Path(sys.executable).with_name("ray")
+        cmd = [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            f"--port={self.port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ]
+        if self.num_cpus is not None:
+            cmd.append(f"--num-cpus={self.num_cpus}")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it for its lifetime
+        self._proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **LOCAL_RAY_ENV, **env},
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_until_listening(timeout)
+        logger.info("Ray head started at %s (pid %s)", self.address, self._proc.pid)
+
+    def _wait_until_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        assert self._proc is not None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise StartupError(
+                    f"ray start exited with {self._proc.returncode}; see {self.log_path}"
+                )
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise StartupError(f"Ray head did not come up within {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("Ray head did not stop within %.0f s; killing it", timeout)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        logger.info("Ray head stopped")

@@ -1,0 +1,184 @@
+"""`kisray up`: bring up the database, migrations, Ray and the Serve app; tear down what we started.
+
+Teardown is in reverse order and only touches what this process started: an external database or
+a Ray cluster we merely joined are left alone (on a joined cluster only our Serve app is deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import Settings
+from engine.db.embedded import EmbeddedPostgres
+from engine.db.migrate import MigrationReport, migrate
+from engine.errors import AlreadyRunningError, ConfigError, StartupError
+
+logger = logging.getLogger(__name__)
+
+SERVE_APP_NAME = "kisray"
+
+
+class RunLock:
+    """An exclusive lock on the data directory: one `kisray up` per data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "kisray.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunningError(
+                f"kisray is already running (pid {holder}) with data directory "
+                f"{self.path.parent}; stop it first or set KISRAY_DATA_DIR to another directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def ensure_port_free(host: str, port: int, setting: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise ConfigError(f"{setting}: port {port} on {host} is already in use") from None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    ray_address: str | None = None
+    database_url: str = ""
+    migration: MigrationReport | None = None
+    _lock: RunLock | None = None
+    _embedded: EmbeddedPostgres | None = None
+    _ray_head: object = None
+    _serve_started: bool = False
+    # Called after Ray is initialised: Ray installs its own signal handlers, ours must win.
+    after_ray_init: Callable[[], None] = field(default=lambda: None)
+
+    def start(self) -> None:
+        self._lock = RunLock(self.settings.data_dir)
+        self._lock.acquire()
+        try:
+            ensure_port_free(self.settings.host, self.settings.port, "KISRAY_PORT")
+            self._start_database()
+            self._start_ray()
+            self._start_serve()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_database(self) -> None:
+        if self.settings.database_url is not None:
+            self.database_url = self.settings.database_url.get_secret_value()
+        else:
+            self._embedded = EmbeddedPostgres(self.settings.data_dir)
+            self.database_url = self._embedded.start().url
+        self.migration = asyncio.run(migrate(self.database_url))
+        logger.info(
+            "database ready: mode %s, schema version %s",
+            self.migration.mode,
+            self.migration.current_version,
+        )
+
+    def _start_ray(self) -> None:
+        from api.ray_head import RayHead, use_local_ray_env
+
+        if self.ray_address is None:
+            use_local_ray_env()  # before Ray is imported: it reads these at import time
+        import ray
+
+        env_vars = {
+            "KISRAY_DATABASE_URL": self.database_url,
+            "KISRAY_DATA_DIR": str(self.settings.data_dir),
+            "KISRAY_LOG_DIR": str(self.settings.log_dir),
+        }
+        address = self.ray_address
+        if address is None:
+            head = RayHead(self.settings.log_dir / "ray-head.log")
+            self._ray_head = head
+            head.start(env_vars)
+            address = head.address
+        try:
+            ray.init(
+                address=address,
+                namespace="kisray",
+                runtime_env={"env_vars": env_vars},
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except (ConnectionError, RuntimeError) as exc:
+            raise StartupError(f"cannot connect to Ray at {address}: {exc}") from exc
+        self.after_ray_init()
+        logger.info("Ray %s at %s", "started" if self._ray_head else "joined", address)
+
+    def _start_serve(self) -> None:
+        from ray import serve
+
+        from api.app import build_app
+
+        serve.start(http_options={"host": self.settings.host, "port": self.settings.port})
+        self._serve_started = True
+        serve.run(build_app(), name=SERVE_APP_NAME, route_prefix="/", blocking=False)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    def stop(self) -> None:
+        """Reverse order; every step runs even if an earlier one fails."""
+        if self._serve_started:
+            with _logged("stopping Serve"):
+                from ray import serve
+
+                if self._ray_head is not None:
+                    serve.shutdown()
+                else:
+                    serve.delete(SERVE_APP_NAME)
+            self._serve_started = False
+        with _logged("stopping Ray"):
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        if self._ray_head is not None:
+            with _logged("stopping the Ray head"):
+                self._ray_head.stop()
+            self._ray_head = None
+        if self._embedded is not None:
+            with _logged("stopping the embedded database"):
+                self._embedded.stop()
+            self._embedded = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+@contextlib.contextmanager
+def _logged(what: str):
+    try:
+        yield
+    except Exception:
+        logger.exception("failed while %s", what)
