@@ -1,0 +1,99 @@
+"""`kisray up` as a user runs it: a subprocess, its health, a second instance, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+KISRAY = str(Path(sys.executable).with_name("kisray"))
+
+
+def _env(home: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KISRAY_", "RAY_"))}
+    env.update(
+        KISRAY_DATA_DIR=str(home / "data"),
+        KISRAY_LOG_DIR=str(home / "logs"),
+        KISRAY_PORT=str(port),
+    )
+    return env
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        assert proc.poll() is None, f"kisray up exited early with {proc.returncode}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not healthy within {timeout} s")
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(procs: list[psutil.Process]) -> list[str]:
+    alive = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _postgres_on(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any("postgres" in part for part in cmdline[:1]) and str(pgdata) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(tmp_path, port)
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=90)
+        started = _descendants(proc.pid) + _postgres_on(tmp_path / "data" / "pg")
+        assert _postgres_on(tmp_path / "data" / "pg"), "embedded postgres should be running"
+
+        second = subprocess.run([KISRAY, "up"], env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "already running" in second.stderr
+        assert "Traceback" not in second.stderr
+
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.returncode == 0
+        deadline = time.monotonic() + 15
+        while _alive(started) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _alive(started) == []
+        assert _postgres_on(tmp_path / "data" / "pg") == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
