@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -130,6 +131,51 @@ def migrate_command() -> None:
     console.print(
         f"database mode {report.mode}; schema version {report.current_version}; applied: {applied}"
     )
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="port (default KISRAY_SIM_PORT)")] = None,
+    symbols: Annotated[
+        list[str] | None, typer.Option("--symbols", help="symbols to simulate (repeatable)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="market seed (default KISRAY_SIM_SEED)")] = None,
+    rate: Annotated[float, typer.Option(help="trades per simulated second, all symbols")] = 20.0,
+    speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 1.0,
+    real_hours: Annotated[
+        bool, typer.Option("--real-hours", help="follow the KRX clock (closed at night)")
+    ] = False,
+    wide_book: Annotated[
+        bool, typer.Option("--wide-book", help="62-field H0STASP0 as seen live")
+    ] = False,
+    replay: Annotated[
+        str | None, typer.Option(help="replay raw frames from this file instead")
+    ] = None,
+    ping_interval: Annotated[float, typer.Option(help="PINGPONG period in seconds")] = 10.0,
+) -> None:
+    """Run the KIS simulator (REST + WebSocket) on its own."""
+    from engine.sim.config import SimulatorConfig
+    from engine.sim.server import run_simulator
+
+    settings = _settings()
+    configure_from_settings(settings)
+    config = SimulatorConfig(
+        host=host,
+        port=settings.sim_port if port is None else port,
+        symbols=tuple(symbols or settings.symbols),
+        seed=settings.sim_seed if seed is None else seed,
+        rate=rate,
+        speed=speed,
+        real_hours=real_hours,
+        wide_book=wide_book,
+        replay_path=replay,
+        ping_interval_s=ping_interval,
+        max_registrations=settings.max_registrations,
+    )
+    console.print(f"KIS simulator on ws://{host}:{config.port} and http://{host}:{config.port}")
+    with contextlib.suppress(KeyboardInterrupt):
+        run_simulator(config)
 
 
 def main() -> None:
