@@ -98,11 +98,19 @@ class Settings(BaseSettings):
 
     @property
     def ws_url(self) -> str:
-        return self.kis_ws_url or KIS_DEFAULT_URLS[self.kis_env][0]
+        if self.kis_ws_url:
+            return self.kis_ws_url
+        if self.kis_env == "sim":
+            return f"ws://127.0.0.1:{self.sim_port}"
+        return KIS_DEFAULT_URLS[self.kis_env][0]
 
     @property
     def rest_url(self) -> str:
-        return self.kis_rest_url or KIS_DEFAULT_URLS[self.kis_env][1]
+        if self.kis_rest_url:
+            return self.kis_rest_url
+        if self.kis_env == "sim":
+            return f"http://127.0.0.1:{self.sim_port}"
+        return KIS_DEFAULT_URLS[self.kis_env][1]
 
     @property
     def log_file(self) -> Path:
