@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from engine.config import Settings, load_settings
-from engine.errors import KisrayError
+from engine.errors import ConfigError, KisrayError
 from engine.logs import configure_from_settings
 
 logger = logging.getLogger("kisray.cli")
@@ -74,7 +74,16 @@ def up(
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
-    stack = Stack(settings, ray_address=address, after_ray_init=install_handlers)
+    if profile is Profile.production:
+        raise _fail(
+            ConfigError("--profile production: the collector is not available yet; use local"), 2
+        )
+    stack = Stack(
+        settings,
+        ray_address=address,
+        with_simulator=not no_sim,
+        after_ray_init=install_handlers,
+    )
     install_handlers()
     try:
         stack.start()
@@ -93,6 +102,8 @@ def up(
         mode = report.mode if report else "?"
         where = "embedded" if settings.database_url is None else "external"
         console.print(f"  database   {where}, {mode} mode, data in {settings.data_dir}")
+        if not no_sim:
+            console.print(f"  simulator  {settings.rest_url} (KIS REST + WebSocket, synthetic)")
         console.print(f"  logs       {settings.log_file}")
         console.print("  Ctrl-C stops everything.")
         while not stop_requested.wait(0.5):

@@ -69,11 +69,13 @@ def ensure_port_free(host: str, port: int, setting: str) -> None:
 class Stack:
     settings: Settings
     ray_address: str | None = None
+    with_simulator: bool = True
     database_url: str = ""
     migration: MigrationReport | None = None
     _lock: RunLock | None = None
     _embedded: EmbeddedPostgres | None = None
     _ray_head: object = None
+    _simulator: object = None
     _serve_started: bool = False
     # Called after Ray is initialised: Ray installs its own signal handlers, ours must win.
     after_ray_init: Callable[[], None] = field(default=lambda: None)
@@ -83,7 +85,11 @@ class Stack:
         self._lock.acquire()
         try:
             ensure_port_free(self.settings.host, self.settings.port, "KISRAY_PORT")
+            if self.with_simulator:
+                ensure_port_free("127.0.0.1", self.settings.sim_port, "KISRAY_SIM_PORT")
             self._start_database()
+            if self.with_simulator:
+                self._start_simulator()
             self._start_ray()
             self._start_serve()
         except BaseException:
@@ -102,6 +108,14 @@ class Stack:
             self.migration.mode,
             self.migration.current_version,
         )
+
+    def _start_simulator(self) -> None:
+        from api.sim_process import SimulatorProcess
+
+        self._simulator = SimulatorProcess(
+            self.settings.sim_port, self.settings.log_dir / "simulator.log"
+        )
+        self._simulator.start()
 
     def _start_ray(self) -> None:
         from api.ray_head import RayHead, use_local_ray_env
@@ -167,6 +181,10 @@ class Stack:
             with _logged("stopping the Ray head"):
                 self._ray_head.stop()
             self._ray_head = None
+        if self._simulator is not None:
+            with _logged("stopping the simulator"):
+                self._simulator.stop()
+            self._simulator = None
         if self._embedded is not None:
             with _logged("stopping the embedded database"):
                 self._embedded.stop()

@@ -20,12 +20,13 @@ pytestmark = pytest.mark.slow
 KISRAY = str(Path(sys.executable).with_name("kisray"))
 
 
-def _env(home: Path, port: int) -> dict[str, str]:
+def _env(home: Path, port: int, sim_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KISRAY_", "RAY_"))}
     env.update(
         KISRAY_DATA_DIR=str(home / "data"),
         KISRAY_LOG_DIR=str(home / "logs"),
         KISRAY_PORT=str(port),
+        KISRAY_SIM_PORT=str(sim_port),
     )
     return env
 
@@ -71,14 +72,18 @@ def _postgres_on(pgdata: Path) -> list[psutil.Process]:
 
 
 def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
-    env = _env(tmp_path, port)
+    port, sim_port = free_port(), free_port()
+    env = _env(tmp_path, port, sim_port)
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=90)
         started = _descendants(proc.pid) + _postgres_on(tmp_path / "data" / "pg")
         assert _postgres_on(tmp_path / "data" / "pg"), "embedded postgres should be running"
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+        assert health["kis"]["rest_url"] == f"http://127.0.0.1:{sim_port}"
+        sim_stats = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/stats", timeout=5)
+        assert sim_stats.status_code == 200, "the built-in simulator should be the upstream"
 
         second = subprocess.run([KISRAY, "up"], env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode != 0
