@@ -145,6 +145,43 @@ def migrate_command() -> None:
 
 
 @app.command()
+def status() -> None:
+    """Show the running system: API, Ray, KIS socket, database mode, aggregate freshness."""
+    import json
+
+    import httpx
+
+    from api.stack import STATE_FILE
+
+    settings = _settings()
+    state_path = settings.data_dir / STATE_FILE
+    if not state_path.exists():
+        raise _fail(f"kisray is not running (no {state_path}); start it with `kisray up`", 1)
+    state = json.loads(state_path.read_text())
+    console.print(f"kisray up (pid {state['pid']}), Ray at {state['ray_address']}")
+    console.print(f"  API        {state['api_url']}")
+    try:
+        reply = httpx.get(f"{state['api_url']}/health", timeout=5)
+        health = reply.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise _fail(f"the API at {state['api_url']} does not answer: {exc}", 1) from None
+    database, kis = health.get("database", {}), health.get("kis", {})
+    console.print(f"  status     {health.get('status')}")
+    console.print(
+        f"  database   {state['database']}, mode {database.get('mode')}, "
+        f"reachable {database.get('reachable')}, latency {database.get('latency_ms')} ms"
+    )
+    console.print(
+        f"  KIS        {kis.get('env')} {kis.get('state')}, "
+        f"{kis.get('registrations')} registrations, {kis.get('ws_url')}"
+    )
+    for name, info in (health.get("aggregates") or {}).items():
+        console.print(f"  aggregate  {name}: {info}")
+    if reply.status_code != 200:
+        raise typer.Exit(1)
+
+
+@app.command()
 def sim(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="port (default KISRAY_SIM_PORT)")] = None,

@@ -24,6 +24,7 @@ from engine.errors import AlreadyRunningError, ConfigError, StartupError
 logger = logging.getLogger(__name__)
 
 SERVE_APP_NAME = "kisray"
+STATE_FILE = "kisray.state.json"  # where a running `kisray up` says where it is
 
 
 class RunLock:
@@ -92,6 +93,7 @@ class Stack:
                 self._start_simulator()
             self._start_ray()
             self._start_serve()
+            self._write_state()
         except BaseException:
             self.stop()
             raise
@@ -158,6 +160,22 @@ class Stack:
         serve.run(build_app(), name=SERVE_APP_NAME, route_prefix="/", blocking=False)
 
     @property
+    def state_path(self) -> Path:
+        return self.settings.data_dir / STATE_FILE
+
+    def _write_state(self) -> None:
+        import json
+
+        state = {
+            "pid": os.getpid(),
+            "api_url": self.api_url,
+            "ray_address": self._ray_head.address if self._ray_head else self.ray_address,
+            "database": "embedded" if self._embedded else "external",
+            "simulator": self._simulator is not None,
+        }
+        self.state_path.write_text(json.dumps(state))
+
+    @property
     def api_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.port}"
 
@@ -189,6 +207,7 @@ class Stack:
             with _logged("stopping the embedded database"):
                 self._embedded.stop()
             self._embedded = None
+        self.state_path.unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.release()
             self._lock = None

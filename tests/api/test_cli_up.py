@@ -85,6 +85,10 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
         sim_stats = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/stats", timeout=5)
         assert sim_stats.status_code == 200, "the built-in simulator should be the upstream"
 
+        status = subprocess.run([KISRAY, "status"], env=env, capture_output=True, text=True)
+        assert status.returncode == 0, status.stderr
+        assert "mode postgres" in status.stderr + status.stdout
+
         second = subprocess.run([KISRAY, "up"], env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode != 0
         assert "already running" in second.stderr
@@ -98,6 +102,8 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
             time.sleep(0.5)
         assert _alive(started) == []
         assert _postgres_on(tmp_path / "data" / "pg") == []
+        after = subprocess.run([KISRAY, "status"], env=env, capture_output=True, text=True)
+        assert after.returncode == 1 and "not running" in after.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
