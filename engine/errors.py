@@ -89,3 +89,11 @@ class KisProtocolError(KisrayError):
     def __init__(self, message: str, raw: str | bytes | None = None) -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class UnknownConsumerError(KisrayError):
+    """A consumer id the KIS socket does not know: never registered, released, or the socket
+    restarted. The consumer registers again and re-subscribes what it still wants."""
+
+    code = "UNKNOWN_CONSUMER"
+    http_status = 409
