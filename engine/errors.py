@@ -97,3 +97,14 @@ class UnknownConsumerError(KisrayError):
 
     code = "UNKNOWN_CONSUMER"
     http_status = 409
+
+
+class InvalidCandlesError(BadRequestError):
+    """1-minute candles that fail validation; nothing of the batch or file was written.
+
+    `problems` holds (line or row number, what is wrong) pairs, in input order.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[int, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
