@@ -92,8 +92,8 @@ class Stack:
             if self.with_simulator:
                 self._start_simulator()
             self._start_ray()
+            self._write_state()  # before Serve: /health may answer before serve.run returns
             self._start_serve()
-            self._write_state()
         except BaseException:
             self.stop()
             raise
