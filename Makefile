@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test lint format bench clean
+.PHONY: run test install install-test lint format bench clean compose-tool
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,16 @@ format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# tests/deploy validates the compose files with a real compose implementation (no Docker engine
+# needed). Installed from Debian only when root with apt; otherwise those tests skip and say why.
+compose-tool:
+	@command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq docker-compose >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }; }; } || \
+	echo "note: no docker-compose; tests/deploy/test_compose.py will be skipped"
+
+test: lint compose-tool
 	$(BIN)/python -m pytest -ra
 
 bench: install-test
