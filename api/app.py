@@ -70,6 +70,13 @@ class KisrayIngress:
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
 
-def build_app():
-    """The Serve application `kisray up` and `serve run api.app:build_app` deploy."""
+def build_app(args: dict[str, str] | None = None):
+    """The Serve application `kisray up` and `serve run api.app:build_app` deploy.
+
+    Serve calls an application builder with one argument (the config's `args`); none are used.
+    """
     return KisrayIngress.bind()
+
+
+# What `serve build` and deploy/serve_config.yaml import: Serve's config wants an Application.
+application = build_app()
