@@ -226,6 +226,56 @@ def sim(
         run_simulator(config)
 
 
+@app.command()
+def load(
+    path: Annotated[str, typer.Argument(help="CSV or Parquet file of 1-minute candles")],
+    symbol: Annotated[
+        str | None, typer.Option(help="the symbol of a file without a symbol column / only this")
+    ] = None,
+    batch_rows: Annotated[int, typer.Option(help="rows per COPY batch", min=1)] = 100_000,
+) -> None:
+    """Import 1-minute candles (columns: symbol, ts, open, high, low, close, volume)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from engine.db.embedded import EmbeddedPostgres
+    from engine.db.migrate import migrate
+    from engine.loader import load_file
+
+    settings = _settings()
+    configure_from_settings(settings)
+    embedded = None
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        if settings.database_url is not None:
+            url = settings.database_url.get_secret_value()
+        else:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            was_running = embedded.running_pid() is not None
+            url = embedded.start().url
+            if was_running:
+                embedded = None  # someone else's server: leave it running
+        asyncio.run(migrate(url))
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("loading", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            report = asyncio.run(
+                load_file(url, path, symbol=symbol, batch_rows=batch_rows, on_progress=advance)
+            )
+    except KisrayError as exc:
+        raise _fail(exc, 1) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    console.print(
+        f"{report.rows_read} rows read, {report.rows_changed} new or changed, "
+        f"{len(report.symbols)} symbols, {report.first_ts} .. {report.last_ts}, "
+        f"{report.seconds:.1f} s; aggregates are current"
+    )
+
+
 def main() -> None:
     app()
 
