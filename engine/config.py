@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     sim_port: int = Field(default=8765, ge=1, le=65535, description="built-in simulator port")
     sim_seed: int = 7
 
+    # Candle retention in days (0 = keep forever). The 1-minute floor keeps every aggregate
+    # refresh window (the daily one looks back 60 days) inside the raw data.
+    retention_1m_days: int = Field(default=365, ge=61, description="1-minute candles")
+    retention_5m_days: int = Field(default=1095, ge=0, description="5-minute aggregate")
+    retention_15m_days: int = Field(default=1095, ge=0, description="15-minute aggregate")
+    retention_1h_days: int = Field(default=1825, ge=0, description="1-hour aggregate")
+    retention_1d_days: int = Field(default=0, ge=0, description="daily aggregate")
+
     @field_validator("cors_origins", "symbols", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
