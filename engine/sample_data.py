@@ -79,6 +79,8 @@ def synthetic_minute_bars(
     Columns: symbol, ts (UTC), open, high, low, close (Int64 won), volume (Int64).
     """
     minutes = _session_minutes(krx_sessions(start, end))
+    if minutes.size == 0:
+        return pl.DataFrame(schema=_SCHEMA)
     rng = np.random.default_rng(seed)
     frames = []
     n = minutes.size
