@@ -1,0 +1,63 @@
+"""Zero-order-hold gap filling of candles on the trading-session grid (polars, no I/O).
+
+A bucket of the expected grid without a real candle becomes a flat candle at the previous close
+(open = high = low = close, volume 0, `is_filled` true). The previous close is the last real candle
+before it, or the seed (the last close before the requested range). Grid buckets before the first
+known close are dropped, so nothing is invented before a symbol's first candle. Real candles are
+returned unchanged, including those outside the grid (after-hours prints).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+CANDLE_SCHEMA: dict[str, pl.DataType] = {
+    "time": pl.Int64(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Int64(),
+}
+OUTPUT_COLUMNS = [*CANDLE_SCHEMA, "is_filled"]
+
+
+def empty_candles() -> pl.DataFrame:
+    return pl.DataFrame(schema=CANDLE_SCHEMA)
+
+
+def fill_gaps(
+    candles: pl.DataFrame, grid: np.ndarray, seed_close: float | None = None
+) -> pl.DataFrame:
+    """Real `candles` (columns of CANDLE_SCHEMA, unique `time`) filled on `grid`.
+
+    Returns CANDLE_SCHEMA columns plus `is_filled`, ascending by time, unique times. Extra columns
+    of `candles` (e.g. `live`) are kept; filled rows get nulls there.
+    """
+    real = candles.with_columns(pl.lit(False).alias("is_filled"))
+    grid_df = pl.DataFrame({"time": pl.Series("time", grid, dtype=pl.Int64)})
+    missing = grid_df.join(real.select("time"), on="time", how="anti")
+    if missing.height == 0:
+        return real.sort("time")
+    merged = pl.concat(
+        [real, missing.with_columns(pl.lit(True).alias("is_filled"))], how="diagonal_relaxed"
+    ).sort("time")
+    carried = pl.col("close").forward_fill()
+    if seed_close is not None:
+        carried = carried.fill_null(float(seed_close))
+    merged = merged.with_columns(carried.alias("_carry"))
+    merged = merged.filter(pl.col("_carry").is_not_null())
+    filled = pl.col("is_filled")
+    return merged.with_columns(
+        *(pl.when(filled).then(pl.col("_carry")).otherwise(pl.col(c)).alias(c) for c in _OHLC),
+        pl.when(filled).then(pl.lit(0, dtype=pl.Int64)).otherwise(pl.col("volume")).alias("volume"),
+    ).drop("_carry")
+
+
+_OHLC = ("open", "high", "low", "close")
+
+
+def mark_unfilled(candles: pl.DataFrame) -> pl.DataFrame:
+    """The `fill=false` shape: real candles only, with `is_filled` false."""
+    return candles.sort("time").with_columns(pl.lit(False).alias("is_filled"))
