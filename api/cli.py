@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from engine.config import Settings, load_settings
-from engine.errors import ConfigError, KisrayError
+from engine.errors import KisrayError
 from engine.logs import configure_from_settings
 
 logger = logging.getLogger("kisray.cli")
@@ -48,7 +48,9 @@ def _settings(**overrides: object) -> Settings:
 
 @app.command()
 def up(
-    profile: Annotated[Profile, typer.Option(help="local: core + simulator")] = Profile.local,
+    profile: Annotated[
+        Profile, typer.Option(help="local: core + simulator; production: + the KIS collector")
+    ] = Profile.local,
     host: Annotated[str | None, typer.Option(help="API bind address")] = None,
     port: Annotated[int | None, typer.Option(help="API port")] = None,
     no_sim: Annotated[bool, typer.Option("--no-sim", help="don't start the simulator")] = False,
@@ -74,14 +76,20 @@ def up(
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
-    if profile is Profile.production:
-        raise _fail(
-            ConfigError("--profile production: the collector is not available yet; use local"), 2
-        )
+    production = profile is Profile.production
+    if production:
+        from api.collector import require_kis_credentials
+
+        try:
+            require_kis_credentials(settings)
+        except KisrayError as exc:
+            raise _fail(exc) from None
+        no_sim = True  # production talks to the configured KIS servers, never the simulator
     stack = Stack(
         settings,
         ray_address=address,
         with_simulator=not no_sim,
+        with_collector=production,
         after_ray_init=install_handlers,
     )
     install_handlers()
@@ -104,6 +112,9 @@ def up(
         console.print(f"  database   {where}, {mode} mode, data in {settings.data_dir}")
         if not no_sim:
             console.print(f"  simulator  {settings.rest_url} (KIS REST + WebSocket, synthetic)")
+        if stack.collector is not None:
+            style = "" if stack.collector.started else "[bold yellow]"
+            console.print(f"  collector  {style}KIS {settings.kis_env}, {stack.collector.detail}")
         console.print(f"  logs       {settings.log_file}")
         console.print("  Ctrl-C stops everything.")
         while not stop_requested.wait(0.5):

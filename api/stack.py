@@ -78,6 +78,9 @@ class Stack:
     _ray_head: object = None
     _simulator: object = None
     _serve_started: bool = False
+    # Production profile: start the KIS collector (api.collector) after the Serve app.
+    with_collector: bool = False
+    collector: object = None
     # Called after Ray is initialised: Ray installs its own signal handlers, ours must win.
     after_ray_init: Callable[[], None] = field(default=lambda: None)
 
@@ -94,6 +97,10 @@ class Stack:
             self._start_ray()
             self._write_state()  # before Serve: /health may answer before serve.run returns
             self._start_serve()
+            if self.with_collector:
+                from api.collector import start_collector
+
+                self.collector = start_collector(self.settings)
         except BaseException:
             self.stop()
             raise

@@ -1,0 +1,90 @@
+"""`kisray up --profile production` refuses to start without KIS credentials: one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from api.collector import COLLECTOR_ACTOR_OPTIONS, require_kis_credentials
+from engine.config import load_settings
+from engine.errors import ConfigError
+
+KISRAY = str(Path(sys.executable).with_name("kisray"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"kis_env": "sim"}, "KISRAY_KIS_ENV: the production profile needs paper or real"),
+        ({"kis_env": "paper"}, "KISRAY_KIS_APP_KEY and KISRAY_KIS_APP_SECRET: required"),
+        ({"kis_env": "real", "kis_app_key": "PSabcdef"}, "KISRAY_KIS_APP_SECRET: required"),
+        ({"kis_env": "real", "kis_app_key": " ", "kis_app_secret": "zz9"}, "KISRAY_KIS_APP_KEY:"),
+    ],
+)
+def test_missing_credentials_are_refused(overrides: dict, message: str, tmp_path: Path) -> None:
+    base = {"data_dir": tmp_path, "kis_app_key": None, "kis_app_secret": None}
+    settings = load_settings(**{**base, **overrides})
+    with pytest.raises(ConfigError, match=message) as caught:
+        require_kis_credentials(settings)
+    assert "\n" not in caught.value.message
+    assert "PSabcdef" not in caught.value.message and "zz9" not in caught.value.message
+
+
+@pytest.mark.parametrize("kis_env", ["paper", "real"])
+def test_paper_or_real_with_both_credentials_is_accepted(kis_env: str, tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        kis_env=kis_env,
+        kis_app_key=SecretStr("PSkey-1234"),
+        kis_app_secret=SecretStr("secret-5678"),
+    )
+    require_kis_credentials(settings)  # no error
+
+
+def test_collector_actors_request_the_collector_resource() -> None:
+    assert COLLECTOR_ACTOR_OPTIONS == {"resources": {"kis_collector": 1}}
+
+
+def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KISRAY_", "RAY_"))}
+    env.update(KISRAY_DATA_DIR=str(tmp_path / "data"), KISRAY_LOG_DIR=str(tmp_path / "logs"))
+    env.update(extra)
+    return env
+
+
+def test_up_production_without_credentials_exits_with_one_line(tmp_path: Path) -> None:
+    env = _cli_env(tmp_path, KISRAY_KIS_ENV="real", KISRAY_KIS_APP_KEY="PSvisible-key")
+    done = subprocess.run(
+        [KISRAY, "up", "--profile", "production"],
+        cwd=tmp_path,  # no stray .env
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "error: KISRAY_KIS_APP_SECRET: required by the production profile (KIS real credentials)"
+    ]
+    assert "PSvisible-key" not in done.stdout + done.stderr
+    # Refused before anything started: the data directory (lock, database) was never created.
+    assert not (tmp_path / "data").exists()
+
+
+def test_up_production_refuses_the_simulator_environment(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [KISRAY, "up", "--profile", "production"],
+        cwd=tmp_path,
+        env=_cli_env(tmp_path, KISRAY_KIS_ENV="sim"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "KISRAY_KIS_ENV: the production profile needs paper or real, not sim" in done.stderr
