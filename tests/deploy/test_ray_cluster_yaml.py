@@ -65,13 +65,17 @@ def test_only_the_worker_advertises_kis_collector(cluster: dict) -> None:
     assert not any("kis_collector" in _resources(c) for c in cluster["head_start_ray_commands"])
 
 
-def test_head_runs_serve_from_the_committed_config_and_the_production_collector(
-    cluster: dict,
-) -> None:
+def test_head_runs_the_production_driver_and_the_collector_joins_it(cluster: dict) -> None:
     head = " ; ".join(cluster["head_start_ray_commands"])
-    assert "ray start --head" in head
-    assert "serve deploy deploy/serve_config.yaml" in head
-    assert (ROOT / "deploy" / "serve_config.yaml").exists()
+    assert "ray start --head --port=6379" in head
+    # `kisray up` migrates and deploys the Serve app, then starts the collector actors.
     assert "kisray up --profile production --address=auto" in head
-    # Secrets live on the hosts, never in what the launcher syncs.
+    assert "serve deploy" not in head  # it would claim the API port kisray up binds
+    workers = " ; ".join(cluster["worker_start_ray_commands"])
+    assert "ray start --address=$RAY_HEAD_IP:6379" in workers
+    # Every node loads its settings (and secrets) from the host, never from the synced checkout.
+    for command in (
+        cluster["head_start_ray_commands"][1:] + cluster["worker_start_ray_commands"][1:]
+    ):
+        assert ". ~/kisray.env" in command
     assert ".env" in cluster["rsync_exclude"]
