@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import time as dt_time
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.errors import ConfigError
@@ -71,6 +72,20 @@ class Settings(BaseSettings):
     retention_1h_days: int = Field(default=1825, ge=0, description="1-hour aggregate")
     retention_1d_days: int = Field(default=0, ge=0, description="daily aggregate")
 
+    # Candle API: the KRX session window (KST) used for gap filling; special days such as the
+    # year's first trading day keep the exchange calendar's shift against this window.
+    session_open: dt_time = Field(default=dt_time(9, 0), description="session open, KST")
+    session_close: dt_time = Field(default=dt_time(15, 30), description="session close, KST")
+    closing_call_minutes: int = Field(
+        default=10, ge=0, le=60, description="closing call auction before the close: no trades"
+    )
+    candles_max_buckets: int = Field(
+        default=20_000, ge=100, description="most candles one /candles request may span"
+    )
+    candles_default_limit: int = Field(
+        default=500, ge=1, description="candles returned when a request gives no `from`"
+    )
+
     @field_validator("cors_origins", "symbols", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -82,6 +97,14 @@ class Settings(BaseSettings):
         bad = [s for s in value if not (len(s) == 6 and s.isalnum())]
         if bad:
             raise ValueError(f"not a 6-character KRX code: {', '.join(bad)}")
+        return value
+
+    @field_validator("session_close")
+    @classmethod
+    def _close_after_open(cls, value: dt_time, info: ValidationInfo) -> dt_time:
+        opened = info.data.get("session_open")
+        if opened is not None and value <= opened:
+            raise ValueError("must be after KISRAY_SESSION_OPEN")
         return value
 
     @field_validator("data_dir", "log_dir")
