@@ -5,6 +5,11 @@ XKRX calendar of `exchange_calendars`. The session window is configurable (09:00
 default); a special day keeps the calendar's shift relative to its regular hours, so a late open
 of one hour moves a configured 09:00 open to 10:00 too.
 
+Minutes with trades: continuous trading from the open until the closing call auction starts
+(10 minutes before the close by default), then the closing-auction print in the close's own
+minute. The closing call itself has no trades, so its buckets are not expected (not filled);
+set the call to 0 minutes to expect every minute from open through the closing print.
+
 Sessions are computed once per year and kept as numpy arrays of epoch seconds, so listing the
 buckets of a range costs a few array operations.
 """
@@ -24,6 +29,8 @@ from engine.intervals import DAY, Interval
 KST_OFFSET = 9 * 3600
 REGULAR_OPEN = time(9, 0)
 REGULAR_CLOSE = time(15, 30)
+CLOSING_CALL_MINUTES = 10
+MINUTE = 60
 CALENDAR_NAME = "XKRX"
 
 
@@ -57,9 +64,18 @@ def _xkrx():
 class TradingCalendar:
     """KRX sessions in a configurable daily window, cached per year."""
 
-    def __init__(self, session_open: time = REGULAR_OPEN, session_close: time = REGULAR_CLOSE):
-        if _kst_seconds(session_close) <= _kst_seconds(session_open):
+    def __init__(
+        self,
+        session_open: time = REGULAR_OPEN,
+        session_close: time = REGULAR_CLOSE,
+        closing_call_minutes: int = CLOSING_CALL_MINUTES,
+    ):
+        length = _kst_seconds(session_close) - _kst_seconds(session_open)
+        if length <= 0:
             raise ValueError("session close must be after session open")
+        if not 0 <= closing_call_minutes * MINUTE < length:
+            raise ValueError("closing call must be shorter than the session")
+        self.closing_call = closing_call_minutes * MINUTE
         self.session_open = session_open
         self.session_close = session_close
         self._years: dict[int, _YearSessions] = {}
@@ -113,7 +129,8 @@ class TradingCalendar:
         days = np.concatenate([p.days for p in parts])
         opens = np.concatenate([p.opens for p in parts])
         closes = np.concatenate([p.closes for p in parts])
-        mask = (opens < end) & (closes > start)
+        # The closing print's minute [close, close + 1 min) belongs to the session too.
+        mask = (opens < end) & (closes + MINUTE > start)
         return _YearSessions(days[mask], opens[mask], closes[mask])
 
     # -- public queries -------------------------------------------------------------------------
@@ -137,7 +154,8 @@ class TradingCalendar:
     def bucket_grid(self, interval: Interval, start: int, end: int) -> np.ndarray:
         """Expected bucket starts (int64 epoch seconds, ascending) with start in [start, end).
 
-        Intraday: every bucket that overlaps a session's [open, close). Daily: each trading date.
+        Intraday: every bucket that overlaps a session's trading minutes, i.e. continuous trading
+        [open, close - closing call) or the closing print's minute. Daily: each trading date.
         Weekly: each Monday-stamped week that holds at least one trading date.
         """
         if end <= start:
@@ -151,13 +169,15 @@ class TradingCalendar:
         sessions = self._range(interval.floor(start), end)
         if sessions.opens.size == 0:
             return np.empty(0, dtype=np.int64)
-        first = sessions.opens - sessions.opens % step
-        counts = (sessions.closes - first + step - 1) // step
-        total = int(counts.sum())
-        # Per-session runs of step-spaced starts, built without a Python loop.
-        offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        buckets = np.repeat(first, counts) + offsets * step
-        buckets = np.unique(buckets)
+        continuous_end = sessions.closes - self.closing_call
+        buckets = np.unique(
+            np.concatenate(
+                [
+                    _runs(sessions.opens, continuous_end, step),
+                    _runs(sessions.closes, sessions.closes + MINUTE, step),
+                ]
+            )
+        )
         return buckets[(buckets >= start) & (buckets < end)]
 
     def buckets_before(self, interval: Interval, end: int, count: int) -> int:
@@ -175,6 +195,15 @@ class TradingCalendar:
             if _utc_year(start) < earliest_year:
                 return int(grid[0]) if grid.size else start
             span *= 2
+
+
+def _runs(starts: np.ndarray, ends: np.ndarray, step: int) -> np.ndarray:
+    """Starts of the step-aligned buckets overlapping each [start, end), without a Python loop."""
+    first = starts - starts % step
+    counts = np.maximum((ends - first + step - 1) // step, 0)
+    total = int(counts.sum())
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(first, counts) + offsets * step
 
 
 def _epoch_seconds(column) -> np.ndarray:
@@ -211,10 +240,12 @@ def kst_time(text: str) -> time:
 
 @lru_cache(maxsize=8)
 def get_calendar(
-    session_open: time = REGULAR_OPEN, session_close: time = REGULAR_CLOSE
+    session_open: time = REGULAR_OPEN,
+    session_close: time = REGULAR_CLOSE,
+    closing_call_minutes: int = CLOSING_CALL_MINUTES,
 ) -> TradingCalendar:
     """A shared calendar per session window (the per-year caches are kept across requests)."""
-    return TradingCalendar(session_open, session_close)
+    return TradingCalendar(session_open, session_close, closing_call_minutes)
 
 
 __all__ = [

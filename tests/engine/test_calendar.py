@@ -36,7 +36,7 @@ def test_first_trading_day_of_the_year_opens_at_ten() -> None:
     assert session.open == kst(2024, 1, 2, 10, 0)
     grid = CAL.bucket_grid(parse_interval("1m"), utc(2024, 1, 2), utc(2024, 1, 3))
     assert grid[0] == kst(2024, 1, 2, 10, 0)
-    assert grid.size == 330
+    assert grid.size == 320 + 1  # 10:00-15:19 and the 15:30 closing print
 
 
 def test_weekends_and_holidays_are_not_trading_days() -> None:
@@ -61,17 +61,27 @@ def test_grid_counts_per_interval_for_one_regular_day() -> None:
         name: CAL.bucket_grid(parse_interval(name), start, end).size
         for name in ("1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d")
     }
-    # 390 minutes, 09:00-15:30 KST = 00:00-06:30 UTC; partial last buckets count.
+    # Continuous trading 09:00-15:20 KST (00:00-06:20 UTC), the closing call without trades,
+    # then the 15:30 closing print; partially covered buckets count.
     assert counts == {
-        "1m": 390,
-        "3m": 130,
-        "5m": 78,
-        "15m": 26,
-        "30m": 13,
+        "1m": 381,
+        "3m": 128,
+        "5m": 77,
+        "15m": 27,
+        "30m": 14,
         "1h": 7,
         "4h": 2,
         "1d": 1,
     }
+
+
+def test_closing_call_buckets_are_not_expected() -> None:
+    grid = CAL.bucket_grid(parse_interval("5m"), kst(2024, 3, 6, 15, 0), kst(2024, 3, 6, 16, 0))
+    assert grid.tolist() == [kst(2024, 3, 6, 15, m) for m in (0, 5, 10, 15, 30)]
+    every_minute = TradingCalendar(closing_call_minutes=0)
+    grid = every_minute.bucket_grid(parse_interval("1m"), kst(2024, 3, 6, 0), kst(2024, 3, 7, 0))
+    assert grid.size == 391
+    assert grid[-1] == kst(2024, 3, 6, 15, 30)
 
 
 def test_daily_and_weekly_grids() -> None:
@@ -95,8 +105,8 @@ def test_daily_stamp_is_the_kst_date() -> None:
 
 def test_buckets_before_counts_back_over_a_weekend() -> None:
     monday_open = kst(2024, 3, 11, 9, 0)
-    start = CAL.buckets_before(parse_interval("1m"), monday_open + 60 * 10, 400)
-    # 10 buckets on Monday, 390 on Friday: starts at Friday's open.
+    start = CAL.buckets_before(parse_interval("1m"), monday_open + 60 * 10, 391)
+    # 10 buckets on Monday, 381 on Friday: starts at Friday's open.
     assert start == kst(2024, 3, 8, 9, 0)
 
 

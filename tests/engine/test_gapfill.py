@@ -39,7 +39,7 @@ def test_hole_inside_a_session_is_flat_at_previous_close() -> None:
 
 
 def test_nothing_is_filled_over_night_weekend_or_holiday() -> None:
-    friday_close = kst(2024, 2, 8, 15, 29)  # Thursday before Seollal (9-12 Feb)
+    friday_close = kst(2024, 2, 8, 15, 30)  # Thursday before Seollal (9-12 Feb)
     next_open = kst(2024, 2, 13, 9, 0)
     real = candles([(friday_close, 1, 1, 1, 1, 1), (next_open, 2, 2, 2, 2, 1)])
     grid = CAL.bucket_grid(parse_interval("1m"), friday_close, next_open + 60)
