@@ -88,3 +88,64 @@ def test_up_production_refuses_the_simulator_environment(tmp_path: Path) -> None
     )
     assert done.returncode == 2
     assert "KISRAY_KIS_ENV: the production profile needs paper or real, not sim" in done.stderr
+
+
+@pytest.mark.slow
+def test_up_production_serves_the_api_without_the_simulator(
+    tmp_path: Path, migrated_url: str
+) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    port, sim_port = free_port(), free_port()
+    env = _cli_env(
+        tmp_path,
+        KISRAY_DATABASE_URL=migrated_url,
+        KISRAY_PORT=str(port),
+        KISRAY_SIM_PORT=str(sim_port),
+        KISRAY_KIS_ENV="paper",
+        KISRAY_KIS_APP_KEY="PSfake-app-key-0001",
+        KISRAY_KIS_APP_SECRET="fake-app-secret-0002",
+    )
+    out = tmp_path / "up.log"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(
+            [KISRAY, "up", "--profile", "production"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline, health = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, out.read_text()
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                # Ready when healthy and start-up has finished (the collector comes after Serve).
+                if reply.status_code == 200 and "kisray is up" in out.read_text():
+                    health = reply.json()
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert health is not None, out.read_text()
+        assert health["kis"]["env"] == "paper"
+        assert health["kis"]["rest_url"].startswith("https://openapivts.koreainvestment.com")
+        with pytest.raises(httpx.HTTPError):  # production never starts the simulator
+            httpx.get(f"http://127.0.0.1:{sim_port}/_sim/stats", timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    printed = out.read_text()
+    assert "profile production" in printed
+    assert "collector  KIS paper" in printed
+    logged = printed + "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "fake-app-secret-0002" not in logged and "PSfake-app-key-0001" not in logged
