@@ -1,0 +1,119 @@
+"""CandleActor: serves candle series (aggregates + gap fill + the live forming bar).
+
+A thin shell over `engine.chart.ChartService`: it owns the asyncpg pool, the trading calendar's
+per-year cache and the latest forming 1-minute bar of each symbol (pushed by the recorder through
+`update_forming_bar`). One named, detached instance per cluster; the API finds it by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import ray
+
+from engine.calendar import get_calendar
+from engine.chart import CandleQuery, ChartService, FormingBar, parse_symbol
+from engine.config import get_settings
+from engine.db.pool import create_pool
+from engine.errors import DatabaseUnavailableError
+from engine.logs import configure_from_settings
+
+logger = logging.getLogger(__name__)
+
+CANDLE_ACTOR_NAME = "candles"
+NAMESPACE = "kisray"
+POOL_SIZE = 8
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class CandleActor:
+    def __init__(self, database_url: str | None = None) -> None:
+        settings = get_settings()
+        configure_from_settings(settings, console=False)
+        if database_url is None and settings.database_url is not None:
+            database_url = settings.database_url.get_secret_value()
+        self._database_url = database_url
+        self._calendar = get_calendar(
+            settings.session_open, settings.session_close, settings.closing_call_minutes
+        )
+        self._max_buckets = settings.candles_max_buckets
+        self._default_limit = settings.candles_default_limit
+        self._service: ChartService | None = None
+        self._opening = asyncio.Lock()
+        self._forming: dict[str, FormingBar] = {}
+
+    async def _chart(self) -> ChartService:
+        if self._service is None:
+            async with self._opening:
+                if self._service is None:
+                    if self._database_url is None:
+                        raise DatabaseUnavailableError("KISRAY_DATABASE_URL is not set")
+                    pool = await create_pool(self._database_url, min_size=2, max_size=POOL_SIZE)
+                    self._service = ChartService(
+                        pool,
+                        self._calendar,
+                        max_buckets=self._max_buckets,
+                        default_limit=self._default_limit,
+                    )
+        return self._service
+
+    async def ready(self) -> bool:
+        """Open the pool and build this year's sessions, so the first request pays neither."""
+        await self._chart()
+        now = int(time.time())
+        self._calendar.sessions(now - 86_400, now + 86_400)
+        return True
+
+    async def candles_json(self, query: CandleQuery) -> bytes:
+        """The `/candles` body, serialized. Raises NoDataFoundError when the range is empty."""
+        chart = await self._chart()
+        series = await chart.series(query, self._forming.get(query.symbol))
+        return series.to_json_bytes()
+
+    async def udf_history(self, query: CandleQuery) -> dict:
+        chart = await self._chart()
+        series = await chart.series(query, self._forming.get(query.symbol))
+        return series.to_udf()
+
+    async def symbols(self) -> list[dict]:
+        chart = await self._chart()
+        return await chart.symbols()
+
+    def update_forming_bar(self, symbol: str, bar: dict | None) -> None:
+        """Replace the symbol's forming 1-minute bar (None clears it once the bar is written).
+
+        `bar`: {"time": epoch seconds of the minute start, "open", "high", "low", "close",
+        "volume"}. An older minute than the one held is ignored (calls may arrive out of order).
+        """
+        if bar is None:
+            self._forming.pop(parse_symbol(symbol), None)
+            return
+        forming = FormingBar.from_dict(symbol, bar)
+        held = self._forming.get(forming.symbol)
+        if held is None or forming.time >= held.time:
+            self._forming[forming.symbol] = forming
+
+    def forming_bar(self, symbol: str) -> dict | None:
+        held = self._forming.get(symbol)
+        if held is None:
+            return None
+        return {
+            "time": held.time,
+            "open": held.open,
+            "high": held.high,
+            "low": held.low,
+            "close": held.close,
+            "volume": held.volume,
+        }
+
+
+def candle_actor(database_url: str | None = None):
+    """The cluster's CandleActor, created on first use (namespace "kisray", name "candles")."""
+    return CandleActor.options(
+        name=CANDLE_ACTOR_NAME,
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        lifetime="detached",
+    ).remote(database_url)

@@ -1,0 +1,117 @@
+"""The CandleActor on the session's Ray cluster: series, the live forming bar, symbols."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import asyncpg
+import pytest
+import ray
+
+from actors.candles import CandleActor
+from engine.chart import build_query
+from engine.db.candles import upsert_minute_bars
+from engine.db.migrate import migrate
+from engine.errors import BadRequestError, NoDataFoundError
+from engine.sample_data import synthetic_minute_bars
+
+SYMBOL = "035420"
+
+
+def kst(*args: int) -> int:
+    return int(datetime(*args, tzinfo=UTC).timestamp()) - 9 * 3600
+
+
+LAST_PRINT = kst(2024, 3, 7, 15, 30)
+
+
+@pytest.fixture(scope="module")
+async def actor(ray_cluster, make_database):
+    url = make_database()
+    await migrate(url)
+    conn = await asyncpg.connect(url)
+    try:
+        bars = synthetic_minute_bars([SYMBOL], date(2024, 3, 6), date(2024, 3, 7), seed=5)
+        await upsert_minute_bars(conn, bars)
+    finally:
+        await conn.close()
+    handle = CandleActor.remote(url)
+    assert await handle.ready.remote()
+    yield handle
+    ray.kill(handle)
+
+
+def query(interval: str, start=None, end=None, limit=None, symbol=SYMBOL):
+    return build_query(symbol, interval, start, end, limit, True, max_buckets=20_000)
+
+
+async def test_candles_json_matches_the_contract(actor) -> None:
+    body = json.loads(await actor.candles_json.remote(query("5m", limit=3)))
+    assert body["symbol"] == SYMBOL and body["interval"] == "5m"
+    candles = body["candles"]
+    # 15:20 and 15:25 are the closing call: no trades, not expected.
+    assert [c["time"] for c in candles] == [LAST_PRINT - 1200, LAST_PRINT - 900, LAST_PRINT]
+    first = candles[0]
+    assert set(first) >= {"time", "open", "high", "low", "close", "volume", "is_filled"}
+    assert isinstance(first["open"], int)  # KRW prices go out as integers
+    assert first["is_filled"] is False
+
+
+async def test_forming_bar_is_merged_and_marked_live(actor) -> None:
+    minute = LAST_PRINT + 60
+    stored_day = json.loads(await actor.candles_json.remote(query("1d", limit=1)))
+    bar = {"time": minute + 17, "open": 1000, "high": 1010, "low": 990, "close": 1005, "volume": 3}
+    await actor.update_forming_bar.remote(SYMBOL, bar)
+    assert (await actor.forming_bar.remote(SYMBOL))["time"] == minute
+    # An older minute arriving late does not replace the newer one.
+    await actor.update_forming_bar.remote(SYMBOL, {**bar, "time": minute - 60})
+    assert (await actor.forming_bar.remote(SYMBOL))["time"] == minute
+    try:
+        body = json.loads(await actor.candles_json.remote(query("1m", limit=2)))
+        last = body["candles"][-1]
+        assert (last["time"], last["close"], last["live"], last["is_filled"]) == (
+            minute,
+            1005,
+            True,
+            False,
+        )
+        assert body["candles"][0]["live"] is False
+        # Rolled up into the day's bar: same bucket, volume added, close from the forming bar.
+        await actor.update_forming_bar.remote(SYMBOL, {**bar, "close": 1007})
+        live_day = json.loads(await actor.candles_json.remote(query("1d", limit=1)))
+        (before,), (after,) = stored_day["candles"], live_day["candles"]
+        assert after["time"] == before["time"] == kst(2024, 3, 7, 9, 0)
+        assert after["live"] is True and after["close"] == 1007
+        assert after["volume"] == before["volume"] + 3
+    finally:
+        await actor.update_forming_bar.remote(SYMBOL, None)
+    assert await actor.forming_bar.remote(SYMBOL) is None
+
+
+async def test_bad_forming_bar_is_rejected(actor) -> None:
+    with pytest.raises(BadRequestError):
+        await actor.update_forming_bar.remote(
+            SYMBOL, {"time": 1, "open": 5, "high": 4, "low": 3, "close": 5}
+        )
+    with pytest.raises(BadRequestError):
+        await actor.update_forming_bar.remote(SYMBOL, {"open": 5})
+    assert await actor.forming_bar.remote(SYMBOL) is None
+
+
+async def test_no_data_and_udf(actor) -> None:
+    with pytest.raises(NoDataFoundError):
+        await actor.candles_json.remote(query("1m", symbol="999999"))
+    udf = await actor.udf_history.remote(query("1h", kst(2024, 3, 7, 9), kst(2024, 3, 7, 12)))
+    assert udf["s"] == "ok"
+    assert udf["t"] == [kst(2024, 3, 7, h) for h in (9, 10, 11)]
+    assert len(udf["o"]) == len(udf["c"]) == len(udf["v"]) == 3
+    weekend = await actor.udf_history.remote(query("1h", kst(2024, 3, 9, 0), kst(2024, 3, 10, 0)))
+    assert weekend == {"s": "no_data", "nextTime": LAST_PRINT - LAST_PRINT % 3600}
+
+
+async def test_symbols_lists_first_and_last_candle(actor) -> None:
+    (entry,) = await actor.symbols.remote()
+    assert entry["symbol"] == SYMBOL
+    assert entry["first"] == kst(2024, 3, 6, 9, 0)
+    assert entry["last"] == LAST_PRINT
