@@ -17,7 +17,7 @@ trap stop TERM INT
 
 # `ray start --block` never returns while the node is up; wait for its GCS to accept clients.
 tries=0
-until ray status --address=127.0.0.1:6379 >/dev/null 2>&1; do
+until ray status >/dev/null 2>&1; do
     tries=$((tries + 1))
     if [ "$tries" -gt 60 ] || ! kill -0 "$ray_pid" 2>/dev/null; then
         echo "head.sh: the Ray head did not come up" >&2

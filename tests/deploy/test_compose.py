@@ -102,7 +102,7 @@ def test_local_override_starts_the_core_with_the_simulator_and_no_collector() ->
     ports = [p for s in services.values() for p in published_host_ports(s)]
     assert {host for host, _ in ports} == {"127.0.0.1"}
     assert len({port for _, port in ports}) == len(ports)
-    assert {8000, 8765, 5432} <= {port for _, port in ports}
+    assert {8000, 8265, 5432} <= {port for _, port in ports}
 
 
 def test_production_profile_adds_the_collector_node_with_its_resource() -> None:
