@@ -7,15 +7,20 @@ defined above it.
 from __future__ import annotations
 
 import logging
+import time
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
 
+from actors.candles import candle_actor
+from api.candles_routes import candle_query, udf_config, udf_query, udf_symbol_info
+from api.errors import install_error_handlers
+from engine.chart import parse_symbol
 from engine.config import get_settings
 from engine.db.health import DatabaseHealth, check_database
 from engine.db.pool import create_pool
-from engine.errors import DatabaseUnavailableError
+from engine.errors import DatabaseUnavailableError, NoDataFoundError
 from engine.logs import configure_from_settings
 
 logger = logging.getLogger(__name__)
@@ -25,6 +30,8 @@ app = FastAPI(
     description="Realtime market data for Korean stock charts: candles and live trades.",
     version="0.1.0",
 )
+
+install_error_handlers(app)
 
 # Every open WebSocket holds one ongoing request; the default of 5 would hang the sixth tab.
 MAX_ONGOING_REQUESTS = 1000
@@ -41,6 +48,12 @@ class KisrayIngress:
         self.settings = get_settings()
         configure_from_settings(self.settings, console=False)
         self._pool = None
+        self._candle_actor = None
+
+    def _candles(self):
+        if self._candle_actor is None:
+            self._candle_actor = candle_actor()
+        return self._candle_actor
 
     async def _get_pool(self):
         if self._pool is None:
@@ -68,6 +81,57 @@ class KisrayIngress:
         status = "ok" if database.reachable else "degraded"
         body = {"status": status, "database": database.as_dict(), "kis": kis, "aggregates": {}}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+    @app.get("/candles/{symbol}", response_class=Response, tags=["candles"])
+    async def candles(
+        self,
+        symbol: str,
+        interval: str = "1m",
+        from_: str | None = Query(None, alias="from", description="epoch s or ISO-8601 (KST)"),
+        to: str | None = Query(None, description="exclusive; default: the newest candle"),
+        limit: int | None = Query(None, description="newest N candles of the range"),
+        countback: int | None = Query(None, description="N candles ending at `to`"),
+        fill: bool = True,
+    ) -> Response:
+        """Candles of any interval, gap-filled inside KRX sessions (see docs/candles-api.md)."""
+        query = candle_query(self.settings, symbol, interval, from_, to, limit, countback, fill)
+        body = await self._candles().candles_json.remote(query)
+        return Response(body, media_type="application/json")
+
+    @app.get("/symbols", tags=["candles"])
+    async def symbols(self) -> dict:
+        """Symbols with data and their first/last candle time (epoch seconds)."""
+        return {"symbols": await self._candles().symbols.remote()}
+
+    @app.get("/udf/config", tags=["udf"])
+    async def get_udf_config(self) -> dict:
+        return udf_config()
+
+    @app.get("/udf/time", tags=["udf"])
+    async def get_udf_time(self) -> PlainTextResponse:
+        return PlainTextResponse(str(int(time.time())))
+
+    @app.get("/udf/symbols", tags=["udf"])
+    async def get_udf_symbol(self, symbol: str) -> dict:
+        code = parse_symbol(symbol.rsplit(":", 1)[-1])  # accepts "KRX:005930"
+        known = {s["symbol"]: s for s in await self._candles().symbols.remote()}
+        if code not in known:
+            raise NoDataFoundError(f"unknown symbol {code}")
+        return udf_symbol_info(self.settings, code, known[code]["name"])
+
+    @app.get("/udf/history", tags=["udf"])
+    async def get_udf_history(
+        self,
+        symbol: str,
+        resolution: str,
+        from_: int | None = Query(None, alias="from"),
+        to: int | None = None,
+        countback: int | None = None,
+    ) -> dict:
+        """Columnar bars; `s: no_data` with `nextTime` when the range is empty."""
+        code = symbol.rsplit(":", 1)[-1]
+        query = udf_query(self.settings, code, resolution, from_, to, countback)
+        return await self._candles().udf_history.remote(query)
 
 
 def build_app(args: dict[str, str] | None = None):
