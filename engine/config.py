@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         default=500, ge=1, description="candles returned when a request gives no `from`"
     )
 
+    # Live WebSocket fan-out (docs/fanout.md).
+    ws_session_pool: int = Field(
+        default=8, ge=0, le=1000, description="pre-warmed session actors kept idle for new tabs"
+    )
+
     @field_validator("cors_origins", "symbols", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
