@@ -16,6 +16,7 @@ from ray import serve
 from actors.candles import candle_actor
 from api.candles_routes import candle_query, udf_config, udf_query, udf_symbol_info
 from api.errors import install_error_handlers
+from api.ws import install_ws_routes
 from engine.chart import parse_symbol
 from engine.config import get_settings
 from engine.db.health import DatabaseHealth, check_database
@@ -32,6 +33,7 @@ app = FastAPI(
 )
 
 install_error_handlers(app)
+install_ws_routes(app)  # WS /ws and GET /demo
 
 # Every open WebSocket holds one ongoing request; the default of 5 would hang the sixth tab.
 MAX_ONGOING_REQUESTS = 1000

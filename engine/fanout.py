@@ -33,6 +33,7 @@ class Outbox:
         self.sent = 0
         self.coalesced = 0
         self._ready = asyncio.Event()
+        self.overflow = asyncio.Event()  # set once; the socket owner disconnects the client
 
     def offer(self, channel: Channel | None, text: str) -> None:
         """Queue a message; channel None (status, pong, error) always queues in order."""
@@ -54,6 +55,7 @@ class Outbox:
             self._queue.clear()
             self._latest.clear()
             self.pending_bytes = 0
+            self.overflow.set()
         self._ready.set()
 
     def take(self) -> list[str]:

@@ -1,0 +1,138 @@
+"""`WS /ws` end to end: real Serve, real session actors, the real simulator behind kis-socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import websockets
+
+from api.sim_process import SimulatorProcess
+from tests.api.ws_support import start_socket_actor
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def live_url(serve_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The /ws URL with a simulator behind the `kis-socket` actor; yields the ws:// base."""
+    import ray
+
+    port = free_port()
+    sim = SimulatorProcess(port, tmp_path_factory.mktemp("sim") / "sim.log")
+    sim.start()
+    actor = start_socket_actor(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+    try:
+        yield serve_url.replace("http://", "ws://") + "/ws"
+    finally:
+        ray.kill(actor)
+        sim.stop()
+
+
+async def next_of(ws, kind: str, within: float = 10.0) -> dict:
+    async with asyncio.timeout(within):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == kind:
+                return message
+
+
+async def test_subscribe_receives_only_its_trades_and_pongs(live_url: str) -> None:
+    async with websockets.connect(live_url) as ws:
+        session = await next_of(ws, "session")
+        assert len(session["id"]) == 32
+        await ws.send(json.dumps({"op": "subscribe", "channels": ["trade:005930", "book:005930"]}))
+        subscribed = await next_of(ws, "subscribed")
+        assert subscribed["channels"] == ["trade:005930", "book:005930"]
+        symbols = set()
+        for _ in range(3):
+            trades = await next_of(ws, "trade", within=15)
+            symbols.add(trades["symbol"])
+            assert trades["data"] and {"price", "volume", "time"} <= set(trades["data"][0])
+        assert symbols == {"005930"}  # filtered at the source
+        book = await next_of(ws, "book", within=15)
+        assert len(book["data"]["asks"]) == 10
+        await ws.send(json.dumps({"op": "ping"}))
+        await next_of(ws, "pong")
+
+
+async def test_bad_messages_get_errors_and_the_socket_stays_open(live_url: str) -> None:
+    async with websockets.connect(live_url) as ws:
+        await next_of(ws, "session")
+        cases = [
+            ("not json", "BAD_REQUEST"),
+            (json.dumps({"op": "dance"}), "BAD_REQUEST"),
+            (json.dumps({"op": "subscribe", "channels": ["trade:12"]}), "INVALID_SYMBOL"),
+            (json.dumps({"op": "subscribe", "channels": ["candle:005930:7m"]}), "INVALID_INTERVAL"),
+            (json.dumps({"op": "subscribe", "channels": "trade:005930"}), "BAD_REQUEST"),
+        ]
+        for text, code in cases:
+            await ws.send(text)
+            error = await next_of(ws, "error")
+            assert error["code"] == code, (text, error)
+        too_many = [f"trade:{n:06d}" for n in range(1, 26)]
+        await ws.send(json.dumps({"op": "subscribe", "channels": too_many}))
+        assert (await next_of(ws, "error"))["code"] == "SUBSCRIPTION_LIMIT"
+        await ws.send(json.dumps({"op": "ping"}))
+        await next_of(ws, "pong")
+
+
+async def test_unsubscribe_stops_the_channel_and_resume_restores_it(live_url: str) -> None:
+    async with websockets.connect(live_url) as ws:
+        session_id = (await next_of(ws, "session"))["id"]
+        channels = ["trade:000660", "candle:000660:1m"]
+        await ws.send(json.dumps({"op": "subscribe", "channels": channels}))
+        await next_of(ws, "subscribed")
+        candle = await next_of(ws, "candle", within=15)
+        assert candle["interval"] == "1m" and candle["data"]["live"] is True
+        await ws.send(json.dumps({"op": "unsubscribe", "channels": ["trade:000660"]}))
+        assert (await next_of(ws, "unsubscribed"))["channels"] == ["trade:000660"]
+        await asyncio.sleep(0.3)  # whatever was already queued drains
+        while True:  # drain
+            try:
+                async with asyncio.timeout(0.2):
+                    await ws.recv()
+            except TimeoutError:
+                break
+        with pytest.raises(TimeoutError):
+            await next_of(ws, "trade", within=2)
+    async with websockets.connect(f"{live_url}?resume={session_id}") as ws:
+        assert (await next_of(ws, "session"))["id"] == session_id
+        assert (await next_of(ws, "subscribed"))["channels"] == ["candle:000660:1m"]
+        await next_of(ws, "candle", within=15)
+
+
+async def test_token_and_origin_are_checked(live_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.ws import check_access
+    from engine.config import get_settings
+    from engine.errors import UnauthorizedError
+
+    class FakeHandshake:  # only what check_access reads: headers and query parameters
+        def __init__(self, headers: dict[str, str], query: dict[str, str]) -> None:
+            self.headers = headers
+            self.query_params = query
+
+    monkeypatch.setenv("KISRAY_API_TOKEN", "s3cret")
+    monkeypatch.setenv("KISRAY_CORS_ORIGINS", "http://app.example")
+    get_settings.cache_clear()
+    try:
+        check_access(FakeHandshake({"origin": "http://app.example"}, {"token": "s3cret"}))
+        check_access(FakeHandshake({"authorization": "Bearer s3cret"}, {}))
+        for headers, query in [
+            ({}, {}),
+            ({}, {"token": "wrong"}),
+            ({"origin": "http://evil.example"}, {"token": "s3cret"}),
+        ]:
+            with pytest.raises(UnauthorizedError):
+                check_access(FakeHandshake(headers, query))
+    finally:
+        get_settings.cache_clear()
+
+
+def test_demo_page_is_served(serve_url: str) -> None:
+    page = httpx.get(f"{serve_url}/demo", timeout=10)
+    assert page.status_code == 200 and "new WebSocket" in page.text
