@@ -228,6 +228,14 @@ class BarSpool:
         self._loaded_segment = path
         self._loaded_left = len(batches)
 
+    def reject(self, batch: FlushBatch) -> Path:
+        """Keep an entry the database refused in `rejected.jsonl`, for a human to look at."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "rejected.jsonl"
+        with path.open("a", encoding="utf-8") as out:
+            out.write(encode_batch(batch) + "\n")
+        return path
+
     def __len__(self) -> int:
         unloaded = self._spilled_batches - (self._loaded_left if self._loaded_segment else 0)
         return len(self._memory) + unloaded
