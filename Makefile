@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test lint format bench clean compose-tool
+.PHONY: run test install install-test lint format bench clean compose-tool chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,16 @@ compose-tool:
 	    { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }; }; } || \
 	echo "note: no docker-compose; tests/deploy/test_compose.py will be skipped"
 
-test: lint compose-tool
+# tests/api/test_browser.py drives Debian's headless Chromium with playwright-python (never
+# `playwright install`). Installed only when root with apt; otherwise that test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } || \
+	echo "note: no chromium; tests/api/test_browser.py will be skipped"
+
+test: lint compose-tool chromium
 	$(BIN)/python -m pytest -ra
 
 bench: install-test
