@@ -91,6 +91,23 @@ class Settings(BaseSettings):
         default=8, ge=0, le=1000, description="pre-warmed session actors kept idle for new tabs"
     )
 
+    # Recorder and backfill (docs/recorder.md).
+    kis_rest_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="KIS REST calls per second (unset: 20 real, 2 paper)",
+    )
+    recorder_spool_rows: int = Field(
+        default=50_000, ge=0, description="bar rows buffered in memory before spilling to files"
+    )
+    recorder_flush_s: float = Field(
+        default=1.0, gt=0, le=60, description="how often the recorder writes closed bars"
+    )
+    seed_history_days: int = Field(
+        default=3, ge=0, le=30, description="demo history kisray up backfills from the simulator"
+    )
+
     @field_validator("cors_origins", "symbols", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
