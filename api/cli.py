@@ -287,6 +287,76 @@ def load(
     )
 
 
+@app.command()
+def backfill(
+    symbol: Annotated[str, typer.Argument(help="6-character KRX code, e.g. 005930")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="first KST date, YYYY-MM-DD (default: --to)")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option(help="last KST date, YYYY-MM-DD (default: today)")
+    ] = None,
+    gaps: Annotated[
+        bool, typer.Option("--gaps", help="fetch only the days the gap detector finds incomplete")
+    ] = False,
+) -> None:
+    """Fetch 1-minute bars from the KIS minute-chart endpoints into the database."""
+    from datetime import date, timedelta
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from engine.backfill import backfill_symbol, kst_today
+    from engine.chart import parse_symbol
+    from engine.db.embedded import EmbeddedPostgres
+    from engine.db.migrate import migrate
+    from engine.errors import InvalidRangeError
+
+    settings = _settings()
+    configure_from_settings(settings)
+    embedded = None
+    try:
+        code = parse_symbol(symbol)
+        try:
+            last = date.fromisoformat(to) if to else kst_today()
+            first = date.fromisoformat(from_) if from_ else last
+        except ValueError as exc:
+            raise InvalidRangeError(f"--from/--to: {exc}") from None
+        if settings.database_url is not None:
+            url = settings.database_url.get_secret_value()
+        else:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            was_running = embedded.running_pid() is not None
+            url = embedded.start().url
+            if was_running:
+                embedded = None  # someone else's server: leave it running
+        asyncio.run(migrate(url))
+        total = (last - first).days + 1
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(f"backfill {code}", total=max(total, 1))
+
+            def advance(day: str, rows: int) -> None:
+                done = last - date(int(day[:4]), int(day[4:6]), int(day[6:])) + timedelta(days=1)
+                progress.update(task, completed=min(total, done.days), description=f"{rows} rows")
+
+            reports = asyncio.run(
+                backfill_symbol(settings, url, code, first, last, gaps=gaps, progress=advance)
+            )
+    except KisrayError as exc:
+        raise _fail(exc, 1) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if gaps and not reports:
+        console.print(f"{code}: no gaps between {first} and {last}")
+        return
+    for r in reports:
+        console.print(
+            f"{code} {r.first} .. {r.last}: {r.rows_fetched} rows fetched, "
+            f"{r.rows_changed} new or changed, {len(r.days)} days, {r.calls} KIS calls"
+        )
+
+
 def main() -> None:
     app()
 
