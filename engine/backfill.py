@@ -1,0 +1,250 @@
+"""Repair and seed 1-minute candles from KIS's own minute charts.
+
+Today's bars come from FHKST03010200 (≤ 30 rows a call), past days' from FHKST03010230 (≤ 120
+rows a call); both page backwards from the newest bar. Every page is upserted through
+`upsert_minute_bars`, so a backfill is idempotent and the PostgreSQL-mode aggregates follow
+(TimescaleDB: the continuous aggregates are refreshed over the range at the end).
+
+The newest row of a backfill that reaches the present is not stored: it is the minute still
+forming (and, until its first trade, KIS shows it with the previous minute's volume). The recorder
+writes that bar when it closes.
+
+`gap_days` is the gap detector: trading days (KRX calendar) in a range whose stored 1-minute rows
+are fewer than the session's expected minutes; `--gaps` backfills just those.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+
+from engine.calendar import TradingCalendar, get_calendar
+from engine.config import Settings
+from engine.db.candles import MinuteBar, refresh_aggregates, upsert_minute_bars
+from engine.db.migrate import database_mode
+from engine.db.pool import connect
+from engine.errors import InvalidRangeError
+from engine.intervals import parse_interval
+from engine.kis.rest import ChartPage, ChartRow, KisRestClient
+from engine.kis.timeconv import KST
+
+logger = logging.getLogger(__name__)
+
+OPEN_HOUR = "090000"
+CLOSE_HOUR = "153000"
+MAX_RANGE_DAYS = 400  # KIS keeps about a year of minute bars
+
+Progress = Callable[[str, int], None]  # (trade date just finished, rows so far)
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillReport:
+    symbol: str
+    first: date
+    last: date
+    rows_fetched: int
+    rows_changed: int
+    calls: int
+    days: tuple[str, ...]  # trade dates that returned rows, oldest first
+
+
+def kst_today(now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).astimezone(KST).date()
+
+
+def _fmt(d: date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+def _minute_before(hour: str) -> str:
+    """The last second of the minute before `hour`'s: a cursor at HHMM00 would ask for a bar
+    cut at its first second (the chart treats the time as inclusive, to the second)."""
+    minutes = int(hour[:2]) * 60 + int(hour[2:4]) - 1
+    return f"{minutes // 60:02d}{minutes % 60:02d}59"
+
+
+def _bar(symbol: str, row: ChartRow) -> MinuteBar:
+    return MinuteBar(symbol, row.ts, row.open, row.high, row.low, row.close, row.volume)
+
+
+class Backfill:
+    """Pages the minute charts of one symbol into the database."""
+
+    def __init__(
+        self,
+        kis: KisRestClient,
+        conn: asyncpg.Connection,
+        *,
+        today: date | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self._kis = kis
+        self._conn = conn
+        self._today = today or kst_today()
+        self._progress = progress or (lambda _day, _rows: None)
+
+    async def run(self, symbol: str, first: date, last: date) -> BackfillReport:
+        if last < first:
+            raise InvalidRangeError(f"backfill range ends before it starts: {first} > {last}")
+        if (last - first).days > MAX_RANGE_DAYS:
+            raise InvalidRangeError(f"backfill range longer than {MAX_RANGE_DAYS} days")
+        calls_before = self._kis.calls
+        mode = await database_mode(self._conn) or "postgres"
+        fetched = changed = 0
+        days: set[str] = set()
+        lo, hi = _fmt(first), _fmt(last)
+        oldest_ts = newest_ts = None
+        async for rows in self._pages(symbol, first, last):
+            rows = [r for r in rows if lo <= r.trade_date <= hi]
+            if not rows:
+                continue
+            fetched += len(rows)
+            changed += await upsert_minute_bars(self._conn, [_bar(symbol, r) for r in rows])
+            for r in rows:
+                if r.trade_date not in days:
+                    days.add(r.trade_date)
+            oldest_ts = min(oldest_ts or rows[-1].ts, rows[-1].ts)
+            newest_ts = max(newest_ts or rows[0].ts, rows[0].ts)
+            self._progress(rows[-1].trade_date, fetched)
+        if mode == "timescaledb" and oldest_ts is not None and newest_ts is not None:
+            await refresh_aggregates(
+                self._conn, oldest_ts, newest_ts + timedelta(minutes=1), mode=mode
+            )
+        report = BackfillReport(
+            symbol, first, last, fetched, changed, self._kis.calls - calls_before,
+            tuple(sorted(days)),
+        )  # fmt: skip
+        logger.info(
+            "backfill %s %s..%s: %d rows fetched, %d new or changed, %d calls",
+            symbol, first, last, fetched, changed, report.calls,
+        )  # fmt: skip
+        return report
+
+    async def _pages(self, symbol: str, first: date, last: date):
+        """Rows newest first, page by page, from `last` back to `first`."""
+        skip_forming = last >= self._today
+        if last >= self._today:
+            async for rows in self._today_pages(symbol):
+                if skip_forming and rows:
+                    rows, skip_forming = rows[1:], False
+                yield rows
+        day = min(last, self._today - timedelta(days=1))
+        hour = CLOSE_HOUR
+        seen: set[tuple[str, str]] = set()
+        while day >= first:
+            if (_fmt(day), hour) in seen:
+                break  # the cursor did not move: stop rather than loop
+            seen.add((_fmt(day), hour))
+            page = await self._kis.past_minutes(symbol, _fmt(day), hour)
+            rows = list(page.rows)
+            if not rows:
+                day, hour = day - timedelta(days=1), CLOSE_HOUR  # a holiday or no data
+                continue
+            yield rows
+            oldest = rows[-1]
+            oldest_day = datetime.strptime(oldest.trade_date, "%Y%m%d").date()
+            if oldest.time <= OPEN_HOUR:
+                day, hour = oldest_day - timedelta(days=1), CLOSE_HOUR
+            else:
+                day, hour = oldest_day, _minute_before(oldest.time)
+            if not page.more:
+                break
+
+    async def _today_pages(self, symbol: str):
+        hour = CLOSE_HOUR
+        while True:
+            page: ChartPage = await self._kis.today_minutes(symbol, hour)
+            rows = list(page.rows)
+            if not rows:
+                return
+            yield rows
+            oldest = rows[-1].time
+            if oldest <= OPEN_HOUR or not page.more:
+                return
+            hour = _minute_before(oldest)
+
+
+async def gap_days(
+    conn: asyncpg.Connection,
+    symbol: str,
+    first: date,
+    last: date,
+    calendar: TradingCalendar,
+) -> list[date]:
+    """Trading days in [first, last] with fewer stored 1-minute rows than expected minutes."""
+    start = int(datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp())
+    end = int(datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp()) + 86_400
+    sessions = calendar.sessions(start, end)
+    if not sessions:
+        return []
+    minute = parse_interval("1m")
+    rows = await conn.fetch(
+        "SELECT ((ts AT TIME ZONE 'UTC') + interval '9 hours')::date AS day, count(*) AS n "
+        "FROM market_candles WHERE symbol = $1 AND \"interval\" = '1m' "
+        "AND ts >= $2 AND ts < $3 GROUP BY 1",
+        symbol,
+        datetime.fromtimestamp(sessions[0].open, UTC),
+        datetime.fromtimestamp(sessions[-1].close + 60, UTC),
+    )
+    stored = {r["day"]: r["n"] for r in rows}
+    missing: list[date] = []
+    for session in sessions:
+        expected = calendar.bucket_grid(minute, session.open, session.close + 60).size
+        if stored.get(session.day, 0) < expected:
+            missing.append(session.day)
+    return missing
+
+
+def day_runs(days: list[date], calendar: TradingCalendar) -> list[tuple[date, date]]:
+    """Consecutive trading days grouped into (first, last) ranges."""
+    runs: list[tuple[date, date]] = []
+    for d in sorted(days):
+        if runs:
+            prev_first, prev_last = runs[-1]
+            between = [
+                x
+                for x in (prev_last + timedelta(days=i) for i in range(1, (d - prev_last).days))
+                if calendar.is_trading_day(x)
+            ]
+            if not between:
+                runs[-1] = (prev_first, d)
+                continue
+        runs.append((d, d))
+    return runs
+
+
+async def backfill_symbol(
+    settings: Settings,
+    database_url: str,
+    symbol: str,
+    first: date,
+    last: date,
+    *,
+    gaps: bool = False,
+    today: date | None = None,
+    progress: Progress | None = None,
+    kis: KisRestClient | None = None,
+) -> list[BackfillReport]:
+    """Backfill one symbol over [first, last] (with `gaps`, only the days the gap detector
+    names), with the REST client and rate limit the settings describe."""
+    client = kis or KisRestClient.from_settings(settings)
+    conn = await connect(database_url)
+    try:
+        ranges = [(first, last)]
+        if gaps:
+            calendar = get_calendar(
+                settings.session_open, settings.session_close, settings.closing_call_minutes
+            )
+            missing = await gap_days(conn, symbol, first, last, calendar)
+            ranges = day_runs(missing, calendar)
+            logger.info("backfill %s: %d gap days in %d ranges", symbol, len(missing), len(ranges))
+        job = Backfill(client, conn, today=today, progress=progress)
+        return [await job.run(symbol, lo, hi) for lo, hi in reversed(ranges)]
+    finally:
+        await conn.close()
+        if kis is None:
+            await client.__aexit__(None, None, None)
