@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
 
 from actors.candles import candle_actor
+from actors.recorder import recorder_health
 from api.candles_routes import candle_query, udf_config, udf_query, udf_symbol_info
 from api.errors import install_error_handlers
 from api.ws import install_ws_routes
@@ -82,6 +83,7 @@ class KisrayIngress:
         }
         status = "ok" if database.reachable else "degraded"
         body = {"status": status, "database": database.as_dict(), "kis": kis, "aggregates": {}}
+        body["recorder"] = await recorder_health()  # its write backlog while the database is down
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/candles/{symbol}", response_class=Response, tags=["candles"])
