@@ -151,6 +151,7 @@ class Recorder:
 
     async def _attach(self) -> None:
         """Find the KIS socket actor, register and subscribe (again, after any loss)."""
+        waited = False
         while True:
             try:
                 socket = ray.get_actor(self._socket_name, namespace=NAMESPACE)
@@ -163,7 +164,9 @@ class Recorder:
                 logger.info("recorder subscribed to %d symbols", len(regs))
                 return
             except (ValueError, ray.exceptions.RayActorError) as exc:
-                logger.info("recorder waiting for the KIS socket actor: %s", exc)
+                level = logging.DEBUG if waited else logging.INFO
+                logger.log(level, "recorder waiting for the KIS socket actor: %s", exc)
+                waited = True
             await asyncio.sleep(RETRY_S)
 
     async def _consume(self) -> None:
@@ -280,3 +283,15 @@ def recorder_actor(database_url: str | None = None, **options: object):
     }
     actor_options.update(options.pop("actor_options", {}) or {})  # type: ignore[arg-type]
     return Recorder.options(**actor_options).remote(database_url, **options)
+
+
+async def recorder_health(timeout_s: float = 1.0) -> dict:
+    """The running Recorder's health (its write backlog included) for GET /health."""
+    try:
+        handle = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return {"state": "not_started"}
+    try:
+        return await asyncio.wait_for(handle.health.remote(), timeout_s)
+    except (TimeoutError, ray.exceptions.RayError) as exc:
+        return {"state": "unreachable", "error": type(exc).__name__}
