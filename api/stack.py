@@ -81,6 +81,7 @@ class Stack:
     # Production profile: start the KIS collector (api.collector) after the Serve app.
     with_collector: bool = False
     collector: object = None
+    recorder: object = None  # local profile: the Recorder this process started
     # Called after Ray is initialised: Ray installs its own signal handlers, ours must win.
     after_ray_init: Callable[[], None] = field(default=lambda: None)
 
@@ -97,6 +98,8 @@ class Stack:
             self._start_ray()
             self._write_state()  # before Serve: /health may answer before serve.run returns
             self._start_serve()
+            if self.with_simulator:
+                self._start_demo_feed()
             if self.with_collector:
                 from api.collector import start_collector
 
@@ -166,6 +169,32 @@ class Stack:
         self._serve_started = True
         serve.run(build_app(), name=SERVE_APP_NAME, route_prefix="/", blocking=False)
 
+    def _start_demo_feed(self) -> None:
+        """Local profile: seed demo history from the simulator through the backfill path, in the
+        background (bounded, so /health is never delayed), and run the recorder so charts move."""
+        import threading
+
+        from engine.backfill import seed_history
+
+        settings = self.settings
+        rest_url = f"http://127.0.0.1:{settings.sim_port}"
+
+        def seed() -> None:
+            with _logged("seeding demo history"):
+                reports = asyncio.run(
+                    seed_history(
+                        settings, self.database_url, rest_url, days=settings.seed_history_days
+                    )
+                )
+                logger.info("demo history: %d rows", sum(r.rows_fetched for r in reports))
+
+        if settings.seed_history_days > 0:
+            threading.Thread(target=seed, name="seed-history", daemon=True).start()
+        with _logged("starting the recorder"):
+            from actors.recorder import recorder_actor
+
+            self.recorder = recorder_actor()
+
     @property
     def state_path(self) -> Path:
         return self.settings.data_dir / STATE_FILE
@@ -197,6 +226,12 @@ class Stack:
                 else:
                     serve.delete(SERVE_APP_NAME)
             self._serve_started = False
+        if self.recorder is not None and self._ray_head is None:
+            with _logged("stopping the recorder"):
+                import ray
+
+                ray.kill(self.recorder)  # detached: on a joined cluster it would outlive us
+        self.recorder = None
         with _logged("stopping Ray"):
             import ray
 
