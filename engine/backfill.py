@@ -15,6 +15,7 @@ are fewer than the session's expected minutes; `--gaps` backfills just those.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -248,3 +249,40 @@ async def backfill_symbol(
         await conn.close()
         if kis is None:
             await client.__aexit__(None, None, None)
+
+
+async def seed_history(
+    settings: Settings,
+    database_url: str,
+    rest_url: str,
+    *,
+    days: int,
+    timeout_s: float = 30.0,
+) -> list[BackfillReport]:
+    """`kisray up` (local profile): a few trading days of demo history for every configured
+    symbol, from the simulator through the same backfill path; gives up after `timeout_s`."""
+    from engine.kis.rest import SIM_CREDENTIALS
+
+    today = kst_today()
+    # The simulator may show another weekday than today's date: reach a little either side.
+    first, last = today - timedelta(days=days * 7 // 5 + 3), today + timedelta(days=7)
+    reports: list[BackfillReport] = []
+
+    async def run() -> None:
+        async with KisRestClient(
+            rest_url, *SIM_CREDENTIALS, token_cache=settings.data_dir / "kis-token.json"
+        ) as kis:
+            for symbol in settings.symbols:
+                reports.extend(
+                    await backfill_symbol(
+                        settings, database_url, symbol, first, last, today=today, kis=kis
+                    )
+                )
+
+    try:
+        await asyncio.wait_for(run(), timeout_s)
+    except TimeoutError:
+        logger.warning(
+            "demo history: stopped after %.0f s (%d symbols done)", timeout_s, len(reports)
+        )
+    return reports
