@@ -54,6 +54,14 @@ def _present(secret: object) -> bool:
     return bool(value.strip())
 
 
+def start_recorder() -> object:
+    """Get or create the cluster's Recorder (actors/recorder.py) on the collector node. It finds
+    the KIS socket actor by name and waits for it, so the two may start in either order."""
+    from actors.recorder import recorder_actor
+
+    return recorder_actor(actor_options=COLLECTOR_ACTOR_OPTIONS)
+
+
 def start_collector(settings: Settings) -> CollectorStatus:
     """Start (or find) the KIS socket actor and the recorder with COLLECTOR_ACTOR_OPTIONS.
 
@@ -67,6 +75,7 @@ def start_collector(settings: Settings) -> CollectorStatus:
         detail = "not started: the KIS socket actor and the recorder are not in this build yet"
         logger.warning("collector %s", detail)
         return CollectorStatus(False, detail)
-    detail = "not started: actors.kis_socket exists but is not wired into start_collector yet"
+    start_recorder()
+    detail = "recorder started; actors.kis_socket exists but is not wired into start_collector yet"
     logger.warning("collector %s", detail)
     return CollectorStatus(False, detail)
