@@ -152,20 +152,24 @@ INSERT INTO kisray_touched SELECT symbol, ts FROM changed
 
 def _recompute_sql(level: AggregateLevel) -> str:
     # Identifiers come from LEVELS (constants), values are bound: $1 width, $2 shift, $3 origin.
+    # LATERAL: one primary-key range scan per touched bucket, whatever the (often stale, mid-load)
+    # statistics say; a plain join on a range condition can degrade into a quadratic hash join.
     source_filter = "AND s.\"interval\" = '1m'" if level.source == "market_candles" else ""
     return f"""
 INSERT INTO {level.relation} AS t (symbol, ts, open, high, low, close, volume)
-SELECT b.symbol, b.label,
-       (array_agg(s.open ORDER BY s.ts))[1],
-       max(s.high), min(s.low),
-       (array_agg(s.close ORDER BY s.ts DESC))[1],
-       sum(s.volume)::bigint
+SELECT b.symbol, b.label, a.open, a.high, a.low, a.close, a.volume
 FROM (SELECT DISTINCT symbol, date_bin($1::interval, ts + $2::interval, $3::timestamptz) AS label
       FROM kisray_touched) AS b
-JOIN {level.source} AS s
-  ON s.symbol = b.symbol {source_filter}
- AND s.ts >= b.label - $2::interval AND s.ts < b.label - $2::interval + $1::interval
-GROUP BY b.symbol, b.label
+CROSS JOIN LATERAL (
+    SELECT (array_agg(s.open ORDER BY s.ts))[1] AS open,
+           max(s.high) AS high, min(s.low) AS low,
+           (array_agg(s.close ORDER BY s.ts DESC))[1] AS close,
+           sum(s.volume)::bigint AS volume
+    FROM {level.source} AS s
+    WHERE s.symbol = b.symbol {source_filter}
+      AND s.ts >= b.label - $2::interval AND s.ts < b.label - $2::interval + $1::interval
+) AS a
+WHERE a.open IS NOT NULL
 ON CONFLICT (symbol, ts) DO UPDATE
     SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
         close = EXCLUDED.close, volume = EXCLUDED.volume
