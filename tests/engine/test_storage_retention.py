@@ -79,8 +79,11 @@ async def test_retention_removes_exactly_what_is_older(conn) -> None:
             assert after == kept, relation
             assert report.removed[interval] == len(before[interval]) - len(kept)
         else:
-            # TimescaleDB drops whole chunks: everything newer stays, some older may too.
-            assert set(kept) <= set(after) and len(after) < len(before[interval]), relation
+            # TimescaleDB drops whole chunks: everything newer stays, some older may too
+            # (aggregate chunks span 70 days by default, so only the raw table must shrink).
+            assert set(kept) <= set(after), relation
+            if interval == "1m":
+                assert len(after) < len(before[interval])
     # The raw rows are gone but the longer-lived aggregates still cover that period.
     raw_cutoff = limits["1m"]
     assert await conn.fetchval(
