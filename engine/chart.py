@@ -6,7 +6,6 @@ Times are epoch seconds (UTC) throughout; a bucket's time is its start.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+import numpy as np
 import polars as pl
 
 from engine.calendar import KST_OFFSET, TradingCalendar, daily_stamp
@@ -124,8 +124,7 @@ class CandleSeries:
 def _presentable(frame: pl.DataFrame) -> pl.DataFrame:
     """KRW prices are whole numbers: send them as integers when every price is one."""
     prices = ("open", "high", "low", "close")
-    whole = frame.select(pl.all_horizontal((pl.col(c) % 1 == 0).all() for c in prices)).item()
-    if whole:
+    if all(np.all(np.mod(frame[c].to_numpy(), 1) == 0) for c in prices):
         frame = frame.with_columns(pl.col(c).cast(pl.Int64) for c in prices)
     return frame
 
@@ -246,7 +245,6 @@ class ChartService:
             grid = grid[grid <= now]
             seed = prior.close if prior is not None else None
             frame = fill_gaps(frame, grid, seed_close=seed)
-            frame = frame.with_columns(pl.col("live").fill_null(False))
         else:
             frame = mark_unfilled(frame)
         if query.limit is not None and frame.height > query.limit:
@@ -257,17 +255,14 @@ class ChartService:
     async def _read(
         self, query: CandleQuery, interval: Interval, first_bucket: int, end_bucket: int
     ) -> tuple[pl.DataFrame, db_series.PriorClose | None]:
-        async with self.pool.acquire() as conn_a, self.pool.acquire() as conn_b:
-            # Two connections so the range read and the seed probe run concurrently.
-            frame, prior = await asyncio.gather(
-                db_series.fetch_candles(
-                    conn_a, interval.relation, query.symbol, first_bucket, end_bucket
-                ),
-                db_series.last_close_before(
-                    conn_b, query.symbol, minute_bound(interval, first_bucket)
-                ),
-            )
-        return frame, prior
+        return await db_series.fetch_candles(
+            self.pool,
+            interval.relation,
+            query.symbol,
+            first_bucket,
+            end_bucket,
+            seed_before=minute_bound(interval, first_bucket),
+        )
 
     async def _default_end(self, query: CandleQuery, forming: FormingBar | None) -> int | None:
         """End of the bucket holding the newest candle (stored or forming)."""

@@ -32,27 +32,39 @@ def fill_gaps(
 ) -> pl.DataFrame:
     """Real `candles` (columns of CANDLE_SCHEMA, unique `time`) filled on `grid`.
 
-    Returns CANDLE_SCHEMA columns plus `is_filled`, ascending by time, unique times. Extra columns
-    of `candles` (e.g. `live`) are kept; filled rows get nulls there.
+    Returns CANDLE_SCHEMA columns plus `is_filled`, ascending by time, unique times. Extra boolean
+    columns of `candles` (e.g. `live`) are kept and false on filled rows.
     """
-    real = candles.with_columns(pl.lit(False).alias("is_filled"))
-    grid_df = pl.DataFrame({"time": pl.Series("time", grid, dtype=pl.Int64)})
-    missing = grid_df.join(real.select("time"), on="time", how="anti")
-    if missing.height == 0:
-        return real.sort("time")
-    merged = pl.concat(
-        [real, missing.with_columns(pl.lit(True).alias("is_filled"))], how="diagonal_relaxed"
-    ).sort("time")
+    real_times = candles["time"].to_numpy()
+    missing = np.setdiff1d(grid, real_times, assume_unique=True)
+    extras = [c for c in candles.columns if c not in CANDLE_SCHEMA]
+    real = candles.lazy().with_columns(pl.lit(False).alias("is_filled"))
+    if missing.size == 0:
+        return real.sort("time").collect()
+    holes = pl.LazyFrame({"time": pl.Series("time", missing, dtype=pl.Int64)}).with_columns(
+        pl.lit(True).alias("is_filled")
+    )
     carried = pl.col("close").forward_fill()
     if seed_close is not None:
         carried = carried.fill_null(float(seed_close))
-    merged = merged.with_columns(carried.alias("_carry"))
-    merged = merged.filter(pl.col("_carry").is_not_null())
     filled = pl.col("is_filled")
-    return merged.with_columns(
-        *(pl.when(filled).then(pl.col("_carry")).otherwise(pl.col(c)).alias(c) for c in _OHLC),
-        pl.when(filled).then(pl.lit(0, dtype=pl.Int64)).otherwise(pl.col("volume")).alias("volume"),
-    ).drop("_carry")
+    # One lazy plan, one collect: each eager step would cost a round through the engine.
+    return (
+        pl.concat([real, holes], how="diagonal_relaxed")
+        .sort("time")
+        .with_columns(carried.alias("_carry"))
+        .filter(pl.col("_carry").is_not_null())
+        .with_columns(
+            *(pl.when(filled).then(pl.col("_carry")).otherwise(pl.col(c)).alias(c) for c in _OHLC),
+            pl.when(filled)
+            .then(pl.lit(0, dtype=pl.Int64))
+            .otherwise(pl.col("volume"))
+            .alias("volume"),
+            *(pl.col(c).fill_null(False) for c in extras),
+        )
+        .drop("_carry")
+        .collect()
+    )
 
 
 _OHLC = ("open", "high", "low", "close")

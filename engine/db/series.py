@@ -21,20 +21,20 @@ _COLUMNS = (
     "extract(epoch FROM ts)::int8 AS time, open::float8, high::float8, low::float8, "
     "close::float8, volume::int8"
 )
-# One fixed statement per relation (relation names are never taken from input).
+# One fixed statement per relation (relation names are never taken from input): the range, plus
+# the last 1-minute close before $4 as one extra row with null open (primary-key probe), so a
+# request costs one round trip.
 _RANGE_SQL: dict[str, str] = {
     relation: (
-        f"SELECT {_COLUMNS} FROM {relation} WHERE symbol = $1"
+        f"(SELECT {_COLUMNS} FROM {relation} WHERE symbol = $1"
         + (" AND \"interval\" = '1m'" if relation == "market_candles" else "")
-        + " AND ts >= $2 AND ts < $3 ORDER BY ts"
+        + " AND ts >= $2 AND ts < $3)"
+        " UNION ALL (SELECT extract(epoch FROM ts)::int8, NULL, NULL, NULL, close::float8, NULL"
+        " FROM market_candles WHERE symbol = $1 AND \"interval\" = '1m' AND ts < $4"
+        " ORDER BY ts DESC LIMIT 1)"
     )
     for relation in RELATIONS.values()
 }
-# Served by the primary key (symbol, interval, ts): one index probe.
-_LAST_BEFORE_SQL = (
-    "SELECT extract(epoch FROM ts)::int8 AS time, close::float8 AS close FROM market_candles "
-    "WHERE symbol = $1 AND \"interval\" = '1m' AND ts < $2 ORDER BY ts DESC LIMIT 1"
-)
 _LATEST_SQL = (
     "SELECT extract(epoch FROM ts)::int8 FROM market_candles "
     "WHERE symbol = $1 AND \"interval\" = '1m' ORDER BY ts DESC LIMIT 1"
@@ -74,18 +74,20 @@ def _ts(epoch: int) -> datetime:
 
 
 async def fetch_candles(
-    db: Executor, relation: str, symbol: str, start: int, end: int
-) -> pl.DataFrame:
-    """Rows of `relation` for `symbol` with start <= ts < end, ascending (CANDLE_SCHEMA)."""
-    rows = await db.fetch(_RANGE_SQL[relation], symbol, _ts(start), _ts(end))
+    db: Executor, relation: str, symbol: str, start: int, end: int, seed_before: int
+) -> tuple[pl.DataFrame, PriorClose | None]:
+    """Rows of `relation` for `symbol` with start <= ts < end (CANDLE_SCHEMA, in no set order),
+    and the last 1-minute close before `seed_before`."""
+    rows = await db.fetch(_RANGE_SQL[relation], symbol, _ts(start), _ts(end), _ts(seed_before))
+    prior = None
+    for index, row in enumerate(rows):
+        if row[1] is None:  # the seed row: only its time and close are set
+            prior = PriorClose(row[0], row[4])
+            del rows[index]
+            break
     if not rows:
-        return pl.DataFrame(schema=CANDLE_SCHEMA)
-    return pl.DataFrame([tuple(r) for r in rows], schema=CANDLE_SCHEMA, orient="row")
-
-
-async def last_close_before(db: Executor, symbol: str, before: int) -> PriorClose | None:
-    row = await db.fetchrow(_LAST_BEFORE_SQL, symbol, _ts(before))
-    return PriorClose(row["time"], row["close"]) if row else None
+        return pl.DataFrame(schema=CANDLE_SCHEMA), prior
+    return pl.DataFrame([tuple(r) for r in rows], schema=CANDLE_SCHEMA, orient="row"), prior
 
 
 async def latest_minute(db: Executor, symbol: str) -> int | None:
