@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     api_token: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="largest HTTP request body the API accepts"
+    )
 
     symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     sim_port: int = Field(default=8765, ge=1, le=65535, description="built-in simulator port")
