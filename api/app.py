@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 import time
 
+import ray
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
 
-from actors.candles import candle_actor
-from actors.recorder import recorder_health
+from actors.candles import NAMESPACE, candle_actor
+from api import metrics
 from api.candles_routes import candle_query, udf_config, udf_query, udf_symbol_info
 from api.errors import install_error_handlers
+from api.health import snapshot
+from api.middleware import install_middleware
 from api.ws import install_ws_routes
 from engine.chart import parse_symbol
 from engine.config import get_settings
-from engine.db.health import DatabaseHealth, check_database
 from engine.db.pool import create_pool
 from engine.errors import DatabaseUnavailableError, NoDataFoundError
 from engine.logs import configure_from_settings
@@ -34,6 +36,7 @@ app = FastAPI(
 )
 
 install_error_handlers(app)
+install_middleware(app)  # request id, metrics, CORS, token and body limit
 install_ws_routes(app)  # WS /ws and GET /demo
 
 # Every open WebSocket holds one ongoing request; the default of 5 would hang the sixth tab.
@@ -47,18 +50,24 @@ MAX_ONGOING_REQUESTS = 1000
 )
 @serve.ingress(app)
 class KisrayIngress:
-    def __init__(self) -> None:
+    def __init__(self, candle_actor_name: str | None = None) -> None:
         self.settings = get_settings()
         configure_from_settings(self.settings, console=False)
         self._pool = None
         self._candle_actor = None
+        self._candle_actor_name = candle_actor_name  # None: the cluster's "candles" actor
 
     def _candles(self):
         if self._candle_actor is None:
-            self._candle_actor = candle_actor()
+            if self._candle_actor_name is None:
+                self._candle_actor = candle_actor()
+            else:
+                self._candle_actor = ray.get_actor(self._candle_actor_name, namespace=NAMESPACE)
         return self._candle_actor
 
     async def _get_pool(self):
+        # Only a pool that opened is kept: after a failed start the next request tries again,
+        # and an open asyncpg pool reconnects on acquire once the database is back.
         if self._pool is None:
             if self.settings.database_url is None:
                 raise DatabaseUnavailableError("KISRAY_DATABASE_URL is not set for this replica")
@@ -67,24 +76,19 @@ class KisrayIngress:
             )
         return self._pool
 
-    @app.get("/health")
+    @app.get("/health", tags=["operations"])
     async def health(self) -> JSONResponse:
-        settings = self.settings
-        try:
-            database = await check_database(await self._get_pool())
-        except DatabaseUnavailableError:
-            database = DatabaseHealth(False, None, None, None, error="unreachable")
-        kis = {
-            "state": "not_started",
-            "env": settings.kis_env,
-            "ws_url": settings.ws_url,
-            "rest_url": settings.rest_url,
-            "registrations": 0,
-        }
-        status = "ok" if database.reachable else "degraded"
-        body = {"status": status, "database": database.as_dict(), "kis": kis, "aggregates": {}}
-        body["recorder"] = await recorder_health()  # its write backlog while the database is down
-        return JSONResponse(body, status_code=200 if status == "ok" else 503)
+        """Database, KIS socket, aggregates, recorder; 503 "degraded" when an essential part is
+        down (docs/operations.md). Open even when KISRAY_API_TOKEN is set."""
+        body = await snapshot(self.settings, self._get_pool)
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def get_metrics(self) -> Response:
+        """Prometheus text format (docs/operations.md lists the series)."""
+        metrics.sample(await snapshot(self.settings, self._get_pool))
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/candles/{symbol}", response_class=Response, tags=["candles"])
     async def candles(

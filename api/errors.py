@@ -2,12 +2,16 @@
 
 Typed errors (engine.errors.KisrayError) carry their code and HTTP status; this module maps them,
 FastAPI's request validation and anything unexpected, once, at the edge. Errors raised inside a Ray
-actor arrive wrapped in RayTaskError and are unwrapped here. UDF routes also get the datafeed's
-own `{"s": "error", "errmsg": ...}` fields so TradingView's adapter reports the message.
+actor arrive wrapped in RayTaskError and are unwrapped here. A lost database connection that
+reaches the edge untyped (asyncpg/OS errors from a pool) is DB_CONNECTION_ERROR, 503; it and
+every 500 leave their stack trace in the log under the request id the client got. UDF routes
+also get the datafeed's own `{"s": "error", "errmsg": ...}` fields so TradingView's adapter
+reports the message.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 
@@ -17,11 +21,13 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.errors import KisrayError
+from engine.db.pool import CONNECTION_ERRORS
+from engine.errors import DatabaseUnavailableError, KisrayError
 
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_KEY = "kisray.request_id"  # where api.middleware keeps the id in the ASGI scope
 UDF_PREFIX = "/udf/"
 # Which parameter a validation failure was about decides its code (the rest: BAD_REQUEST).
 _PARAMETER_CODES = {
@@ -36,10 +42,27 @@ _PARAMETER_CODES = {
 _HTTP_CODES = {401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
-def request_id(request: Request) -> str:
+def new_request_id(request: Request) -> str:
     """The client's X-Request-ID if it sent one (trimmed to 128 characters), else a new uuid4."""
     given = request.headers.get(REQUEST_ID_HEADER, "").strip()
     return given[:128] if given else uuid.uuid4().hex
+
+
+def request_id(request: Request) -> str:
+    """The id api.middleware gave this request (the same for the envelope, header and log)."""
+    return request.scope.get(REQUEST_ID_KEY) or new_request_id(request)
+
+
+@functools.cache
+def in_serve_replica() -> bool:
+    """True inside a Ray Serve replica, whose proxy sets and echoes X-Request-ID itself."""
+    try:
+        from ray import serve
+
+        serve.get_replica_context()
+    except Exception:
+        return False
+    return True
 
 
 def error_response(
@@ -49,19 +72,28 @@ def error_response(
     body: dict = {"error": {"code": code, "message": message, "request_id": rid}}
     if request.url.path.startswith(UDF_PREFIX):
         body.update(s="error", errmsg=message)
-    # Serve's proxy hands every request an X-Request-ID (the client's or its own) and echoes it
-    # on the response; only a request without one (plain FastAPI) needs the header set here.
-    echoed = REQUEST_ID_HEADER in request.headers
-    return JSONResponse(
-        body, status_code=status, headers=None if echoed else {REQUEST_ID_HEADER: rid}
-    )
+    # Serve's proxy echoes X-Request-ID on every response; outside Serve it is set here.
+    headers = None if in_serve_replica() else {REQUEST_ID_HEADER: rid}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _kisray_error(request: Request, exc: Exception) -> JSONResponse:
     cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if isinstance(cause, CONNECTION_ERRORS):
+        cause = DatabaseUnavailableError(f"database unreachable ({type(cause).__name__})")
     if not isinstance(cause, KisrayError):
         return await _unexpected(request, exc)
-    return error_response(request, cause.http_status, cause.code, cause.message)
+    rid = request_id(request)
+    if isinstance(cause, DatabaseUnavailableError):
+        # Operators need the trace to tell a refused connection from an exhausted pool.
+        logger.warning(
+            "request_id=%s %s %s: database unavailable",
+            rid,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+    return error_response(request, cause.http_status, cause.code, cause.message, rid)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -83,8 +115,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id(request)
     response = error_response(request, 500, "INTERNAL_ERROR", f"internal error ({rid})", rid)
+    route = getattr(request.scope.get("route"), "path", request.url.path)
     # The stack trace goes to the log under the same request id the client sees.
-    logger.error("request_id=%s %s %s failed", rid, request.method, request.url.path, exc_info=exc)
+    logger.error(
+        "request_id=%s %s %s (route %s) failed",
+        rid,
+        request.method,
+        request.url.path,
+        route,
+        exc_info=exc,
+    )
     return response
 
 

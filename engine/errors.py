@@ -108,3 +108,9 @@ class InvalidCandlesError(BadRequestError):
     def __init__(self, message: str, problems: tuple[tuple[int, str], ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+class PayloadTooLargeError(BadRequestError):
+    """A request body over the configured limit; it is refused before it is read."""
+
+    http_status = 413

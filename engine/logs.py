@@ -12,10 +12,11 @@ import logging.handlers
 import sys
 import threading
 from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
 
 REDACTED = "[REDACTED]"
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(process)d %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(process)d %(name)s:%(request_id)s %(message)s"
 _MAX_BYTES = 20 * 1024 * 1024
 _BACKUPS = 5
 
@@ -35,6 +36,20 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+# The id of the HTTP request being served (set by api.middleware), so every line logged while
+# serving it, tracebacks included, can be found by the id the client saw.
+current_request_id: ContextVar[str | None] = ContextVar("kisray_request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` (" request_id=..." or "") to every record a kisray handler formats."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = current_request_id.get()
+        record.request_id = f" request_id={rid}" if rid else ""
+        return True
 
 
 class RedactingFormatter(logging.Formatter):
@@ -78,11 +93,14 @@ def configure_logging(
 
     if console:
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        stream.setFormatter(
+            RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s:%(request_id)s %(message)s")
+        )
         handlers.append(stream)
 
     for handler in handlers:
         handler.addFilter(_KisrayHandlerMarker())
+        handler.addFilter(RequestIdFilter())
         root.addHandler(handler)
     root.setLevel(level)
     # Third-party chatter at INFO buries our own lines.

@@ -1,0 +1,89 @@
+"""GET /health and the sampled part of GET /metrics: one snapshot of every part of the stack.
+
+Each part is asked with a short timeout and reported as it answered; a part that is not running
+is "not_started", one that does not answer is "unreachable". engine.health judges the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import ray
+
+from actors.recorder import recorder_health
+from engine.config import Settings
+from engine.db.freshness import check_freshness
+from engine.db.health import DatabaseHealth, check_database
+from engine.db.pool import CONNECTION_ERRORS
+from engine.errors import DatabaseUnavailableError
+from engine.health import aggregate_lag_seconds, judge
+
+logger = logging.getLogger(__name__)
+
+KIS_SOCKET_NAME = "kis-socket"
+NAMESPACE = "kisray"
+PART_TIMEOUT_S = 2.0
+
+PoolGetter = Callable[[], Awaitable[asyncpg.Pool]]
+
+
+async def snapshot(settings: Settings, get_pool: PoolGetter) -> dict:
+    """Database, KIS socket, recorder, aggregates and this replica's hub, asked concurrently."""
+    (database, aggregates), kis, recorder = await asyncio.gather(
+        _database(get_pool), kis_health(settings), recorder_health(PART_TIMEOUT_S)
+    )
+    verdict = judge(database, kis, recorder, aggregates)
+    return {
+        "status": verdict.status,
+        "problems": list(verdict.problems),
+        "warnings": list(verdict.warnings),
+        "database": database,
+        "kis": kis,
+        "aggregates": aggregates or {},
+        "aggregate_lag_s": aggregate_lag_seconds(aggregates),
+        "recorder": recorder,
+        "hub": _hub_stats(),
+    }
+
+
+async def _database(get_pool: PoolGetter) -> tuple[dict, dict | None]:
+    try:
+        pool = await get_pool()
+    except DatabaseUnavailableError:
+        return DatabaseHealth(False, None, None, None, error="unreachable").as_dict(), None
+    database = await check_database(pool)
+    if not database.reachable:
+        return database.as_dict(), None
+    try:
+        async with asyncio.timeout(PART_TIMEOUT_S), pool.acquire() as conn:
+            report = await check_freshness(conn)
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+        logger.warning("aggregate freshness check failed: %s", type(exc).__name__)
+        return database.as_dict(), None
+    return database.as_dict(), report.as_dict()
+
+
+async def kis_health(settings: Settings) -> dict:
+    """The KIS socket actor's state and counters, or "not_started" when there is none."""
+    base = {"env": settings.kis_env, "ws_url": settings.ws_url, "rest_url": settings.rest_url}
+    try:
+        handle = ray.get_actor(KIS_SOCKET_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return base | {"state": "not_started", "registrations": 0}
+    try:
+        stats = await asyncio.wait_for(handle.stats.remote(), PART_TIMEOUT_S)
+    except (TimeoutError, ray.exceptions.RayError) as exc:
+        return base | {"state": "unreachable", "registrations": 0, "error": type(exc).__name__}
+    stats = dict(stats)
+    stats.pop("ws_url", None)  # the configured one above is what operators compare against
+    return base | stats
+
+
+def _hub_stats() -> dict:
+    from api import hub
+
+    replica_hub = getattr(hub, "_hub", None)  # started by the first /ws client of this replica
+    return replica_hub.stats() if replica_hub is not None else {}

@@ -1,0 +1,133 @@
+"""ASGI middleware of the API, outermost first:
+
+1. RequestContext: the request id (the client's `X-Request-ID` or a new one) for the error
+   envelope, the response header and every log line written while serving the request; and the
+   request's route, status and latency for /metrics.
+2. CORS (api.security.LazyCors), so preflights are answered before any token check.
+3. AccessGuard: the optional bearer token and the request body limit, answered with the error
+   envelope.
+
+Plain ASGI classes rather than BaseHTTPMiddleware: they keep WebSocket scopes untouched and the
+contextvar set in the task that runs the route.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import metrics
+from api.errors import REQUEST_ID_KEY, error_response, in_serve_replica, new_request_id
+from api.security import LazyCors, bearer_token, requires_token, token_matches
+from engine.config import get_settings
+from engine.errors import PayloadTooLargeError, UnauthorizedError
+from engine.logs import current_request_id
+
+UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded cardinality
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # Serve's proxy echoes X-Request-ID itself; a second copy would make the header a list.
+        self._echo_header = not in_serve_replica()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        rid = new_request_id(Request(scope))
+        scope[REQUEST_ID_KEY] = rid
+        token = current_request_id.set(rid)
+        if scope["type"] == "websocket":
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                current_request_id.reset(token)
+            return
+
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                if self._echo_header and "x-request-id" not in headers:
+                    headers.append("X-Request-ID", rid)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            metrics.observe_request(
+                template, scope.get("method", "GET"), status, time.perf_counter() - started
+            )
+            # Left set when the route raised: the error handler outside logs under this id.
+            if status < 500:
+                current_request_id.reset(token)
+
+
+class AccessGuard:
+    """Token check (when configured) and the body limit, for HTTP requests."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # /ws checks its own token and message size
+            return
+        request = Request(scope)
+        settings = get_settings()
+        path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+        if requires_token(path) and not token_matches(
+            bearer_token(request.headers.get("authorization")), settings
+        ):
+            error = UnauthorizedError("missing or wrong API token")
+            response = error_response(request, error.http_status, error.code, error.message)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        declared = request.headers.get("content-length", "")
+        limit = settings.max_request_bytes
+        if declared.isdigit() and int(declared) > limit:
+            await self._too_large(request, limit, scope, receive, send)
+            return
+        await self.app(scope, _limited(receive, limit), send)
+
+    @staticmethod
+    async def _too_large(request: Request, limit: int, scope: Scope, receive, send) -> None:
+        error = PayloadTooLargeError(f"request body over {limit} bytes")
+        response = error_response(request, error.http_status, error.code, error.message)
+        await response(scope, receive, send)
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Stops a chunked body that grows past the limit (no Content-Length to check up front)."""
+    seen = 0
+
+    async def receive_limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLargeError(f"request body over {limit} bytes")
+        return message
+
+    return receive_limited
+
+
+def install_middleware(app: FastAPI) -> None:
+    """Add the stack above; call before `@serve.ingress(app)` pickles the app."""
+    app.add_middleware(AccessGuard)  # innermost of the three
+    app.add_middleware(LazyCors)
+    app.add_middleware(RequestContext)  # outermost of ours
