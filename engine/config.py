@@ -111,6 +111,19 @@ class Settings(BaseSettings):
         default=3, ge=0, le=30, description="demo history kisray up backfills from the simulator"
     )
 
+    # The KIS socket actor (docs/kis-socket.md).
+    kis_consumer_lease_s: float = Field(
+        default=10.0, gt=0, le=600, description="a silent consumer is released after this"
+    )
+    kis_silence_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="reconnect after this long without a message"
+    )
+    kis_backoff_base_s: float = Field(default=0.5, gt=0, le=60, description="first reconnect delay")
+    kis_backoff_max_s: float = Field(default=30.0, gt=0, le=600, description="longest delay")
+    kis_in_use_backoff_s: float = Field(
+        default=60.0, gt=0, le=3600, description="quiet time after OPSP8996 (app key in use)"
+    )
+
     @field_validator("cors_origins", "symbols", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
