@@ -82,6 +82,7 @@ class Stack:
     with_collector: bool = False
     collector: object = None
     recorder: object = None  # local profile: the Recorder this process started
+    maintenance: object = None  # every profile: aggregate self-refresh and retention
     # Called after Ray is initialised: Ray installs its own signal handlers, ours must win.
     after_ray_init: Callable[[], None] = field(default=lambda: None)
 
@@ -98,6 +99,7 @@ class Stack:
             self._start_ray()
             self._write_state()  # before Serve: /health may answer before serve.run returns
             self._start_serve()
+            self._start_maintenance()
             if self.with_simulator:
                 self._start_demo_feed()
             if self.with_collector:
@@ -169,6 +171,12 @@ class Stack:
         self._serve_started = True
         serve.run(build_app(), name=SERVE_APP_NAME, route_prefix="/", blocking=False)
 
+    def _start_maintenance(self) -> None:
+        with _logged("starting storage maintenance"):
+            from actors.maintenance import start_maintenance
+
+            self.maintenance = start_maintenance()
+
     def _start_demo_feed(self) -> None:
         """Local profile: seed demo history from the simulator through the backfill path, in the
         background (bounded, so /health is never delayed), and run the recorder so charts move."""
@@ -232,6 +240,12 @@ class Stack:
 
                 ray.kill(self.recorder)  # detached: on a joined cluster it would outlive us
         self.recorder = None
+        if self.maintenance is not None and self._ray_head is None:
+            with _logged("stopping storage maintenance"):
+                import ray
+
+                ray.kill(self.maintenance)  # detached: on a joined cluster it would outlive us
+        self.maintenance = None
         with _logged("stopping Ray"):
             import ray
 
