@@ -20,9 +20,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from engine.db.pool import CONNECTION_ERRORS
 from engine.errors import DatabaseUnavailableError, KisrayError
+from engine.logs import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ _PARAMETER_CODES = {
 _HTTP_CODES = {401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
-def new_request_id(request: Request) -> str:
+def new_request_id(request: HTTPConnection) -> str:
     """The client's X-Request-ID if it sent one (trimmed to 128 characters), else a new uuid4."""
     given = request.headers.get(REQUEST_ID_HEADER, "").strip()
     return given[:128] if given else uuid.uuid4().hex
@@ -86,9 +88,9 @@ async def _kisray_error(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id(request)
     if isinstance(cause, DatabaseUnavailableError):
         # Operators need the trace to tell a refused connection from an exhausted pool.
+        current_request_id.set(rid)  # the log line carries it (engine.logs.RequestIdFilter)
         logger.warning(
-            "request_id=%s %s %s: database unavailable",
-            rid,
+            "%s %s: database unavailable",
             request.method,
             request.url.path,
             exc_info=exc,
@@ -117,9 +119,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     response = error_response(request, 500, "INTERNAL_ERROR", f"internal error ({rid})", rid)
     route = getattr(request.scope.get("route"), "path", request.url.path)
     # The stack trace goes to the log under the same request id the client sees.
+    current_request_id.set(rid)  # the log line carries it (engine.logs.RequestIdFilter)
     logger.error(
-        "request_id=%s %s %s (route %s) failed",
-        rid,
+        "%s %s (route %s) failed",
         request.method,
         request.url.path,
         route,
@@ -128,8 +130,57 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "request_id"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "request_id": {"type": "string"},
+            },
+        }
+    },
+}
+# What any route may answer besides its success; 503 is the database or upstream being away.
+_DOCUMENTED = {
+    "400": "Invalid symbol, interval, range or request",
+    "401": "Missing or wrong API token (when KISRAY_API_TOKEN is set)",
+    "404": "No data for the request",
+    "413": "Request body over KISRAY_MAX_REQUEST_BYTES",
+    "422": "Malformed request",
+    "500": "Internal error; the log holds the trace under request_id",
+    "503": "DB_CONNECTION_ERROR or UPSTREAM_UNAVAILABLE",
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Add the envelope to every operation of the OpenAPI document (FastAPI's 422 included)."""
+    plain = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = plain()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in _DOCUMENTED.items():
+                    responses[status] = {"description": description, "content": content}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the envelope handlers; call before `@serve.ingress(app)` pickles the app."""
+    _document_errors(app)
     app.add_exception_handler(KisrayError, _kisray_error)
     app.add_exception_handler(RayTaskError, _kisray_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -17,7 +17,7 @@ import time
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics
@@ -40,7 +40,7 @@ class RequestContext:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        rid = new_request_id(Request(scope))
+        rid = new_request_id(HTTPConnection(scope))  # Request() refuses WebSocket scopes
         scope[REQUEST_ID_KEY] = rid
         token = current_request_id.set(rid)
         if scope["type"] == "websocket":

@@ -3,6 +3,7 @@ real handlers and middleware (a route that fails on purpose cannot be part of th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -72,7 +73,7 @@ async def test_forced_internal_error_is_500_with_the_trace_under_the_request_id(
     assert reply.headers["x-request-id"] == "rid-boom-1"
     assert "forced failure" not in reply.text  # internals stay in the log
 
-    text = log_file.read_text()
+    text = await asyncio.to_thread(log_file.read_text)
     assert "Traceback (most recent call last)" in text
     assert "_Boom: forced failure for 005930" in text
     failed = [line for line in text.splitlines() if "failed" in line and "rid-boom-1" in line]
