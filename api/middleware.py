@@ -13,6 +13,7 @@ contextvar set in the task that runs the route.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import FastAPI
@@ -26,6 +27,8 @@ from api.security import LazyCors, bearer_token, requires_token, token_matches
 from engine.config import get_settings
 from engine.errors import PayloadTooLargeError, UnauthorizedError
 from engine.logs import current_request_id
+
+logger = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded cardinality
 
@@ -67,9 +70,16 @@ class RequestContext:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
-            metrics.observe_request(
-                template, scope.get("method", "GET"), status, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            metrics.observe_request(template, scope.get("method", "GET"), status, seconds)
+            if status >= 400:  # successes stay out of the log; the query string always does
+                logger.info(
+                    "%s %s -> %d in %.1f ms",
+                    scope.get("method"),
+                    scope["path"],
+                    status,
+                    seconds * 1e3,
+                )
             # Left set when the route raised: the error handler outside logs under this id.
             if status < 500:
                 current_request_id.reset(token)
