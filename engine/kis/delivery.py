@@ -131,12 +131,20 @@ class Router:
 
     def route(self, frame: RealtimeFrame) -> set[str]:
         """Deliver a frame; returns the ids of the consumers that got something."""
-        groups: dict[Registration, list[Record]] = {}
+        # Group by the key string first: building a Registration per record costs more than
+        # decoding it, and a frame's records mostly share one symbol.
+        groups: dict[str, list[Record]] = {}
+        notices = frame.records and isinstance(frame.records[0], ExecutionNotice)
         for record in frame.records:
-            groups.setdefault(record_key(frame.tr_id, record), []).append(record)
+            key = record.customer_id if notices else record.symbol  # type: ignore[union-attr]
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [record]
+            else:
+                group.append(record)
         touched: set[str] = set()
-        for reg, records in groups.items():
-            holders = self.table.holders(reg)
+        for key, records in groups.items():
+            holders = self.table.holders(Registration(frame.tr_id, key))
             if not holders:
                 self.unrouted += len(records)
                 continue
