@@ -21,11 +21,11 @@ from engine.kis import BOOK
 FAST = {
     "kis_backoff_base_s": 0.02,
     "kis_backoff_max_s": 0.3,
-    "kis_consumer_lease_s": 2.0,
+    "kis_consumer_lease_s": 20.0,  # consumer actors can take seconds to start on a busy box
 }
 
 
-def wait_for(predicate: Callable[[], object], within_s: float = 10.0, what: str = "") -> float:
+def wait_for(predicate: Callable[[], object], within_s: float = 30.0, what: str = "") -> float:
     """Poll until true; returns the seconds it took."""
     started = time.monotonic()
     while time.monotonic() - started < within_s:
