@@ -110,6 +110,7 @@ class SessionPool:
         self._leased: dict[str, tuple[object, str, float]] = {}  # id → (actor, replica, expiry)
         self._parked: dict[str, tuple[object, float]] = {}  # id → (actor, expiry)
         self._starting = 0
+        self._hold_until = 0.0
         self.started = 0
         self.reclaimed = 0
         self._refill: asyncio.Task[None] | None = None
@@ -136,12 +137,14 @@ class SessionPool:
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever())
 
-    async def prewarm(self, warm: int | None = None) -> int:
-        """Grow the idle pool to `warm` (default: its size) and wait until they are up."""
-        if warm is not None:
-            self.warm = warm
-        self._ensure_tasks()
-        await self._fill()
+    async def prewarm(self, burst: int, hold_s: float = 300.0) -> int:
+        """Start idle actors up to `burst` for an expected rush of tabs, kept for `hold_s`
+        (the steady target stays `warm`); returns how many are idle."""
+        need = burst - len(self._idle) - self._starting
+        if need > 0:
+            await asyncio.gather(*(self._start_one() for _ in range(need)))
+        self._hold_until = time.monotonic() + hold_s
+        self._ensure_tasks()  # after: the refill must not race the burst it would duplicate
         return len(self._idle)
 
     async def acquire(self, client_id: str, replica_id: str, resume: str | None = None) -> Lease:
@@ -196,7 +199,7 @@ class SessionPool:
             await self._recycle(self._parked.pop(sid)[0])
         self.reclaimed += len(expired)
         # Shrink back to the warm size after a burst: extra idle actors only cost memory.
-        while len(self._idle) > self.warm:
+        while len(self._idle) > self.warm and now >= self._hold_until:
             ray.kill(self._idle.pop())
         return len(expired)
 

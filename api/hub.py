@@ -6,9 +6,10 @@ in-flight count is 1 whatever the number of clients). Each window is rendered on
 (engine.channels.WindowCoalescer) and appended to the subscribed sockets' outboxes
 (engine.fanout). Ray calls per second are therefore about 1/window per replica, not per client.
 
-The window adapts: when rendering and fan-out take more than half of it, it doubles (up to
-`max_window_s`); when they are cheap it shrinks back, so latency stays low at light load and the
-replica keeps up at heavy load.
+The window adapts. Every socket costs about one frame per window wherever it goes (through Serve's
+proxy each frame is a Ray streaming item), so the window is at least sockets / FRAME_BUDGET: the
+frames per second of a replica stay bounded as clients grow. On top, when rendering and fan-out
+take more than half of the window it doubles (up to `max_window_s`) and shrinks back when cheap.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 SOCKET_ACTOR = "kis-socket"
 NAMESPACE = "kisray"
 PULL_WAIT_S = 1.0
+FRAME_BUDGET = 1000.0  # frames per second per replica, all sockets together
 RENEW_EVERY_S = 3.0
 
 
@@ -68,6 +70,8 @@ class Hub:
         self.batches = 0
         self.records = 0
         self.deliveries = 0
+        self.pull_s = 0.0
+        self.last_batch_records = 0
 
     async def start(self) -> None:
         await self.source.register.remote(self.consumer_id)
@@ -143,7 +147,9 @@ class Hub:
             except Exception as exc:
                 await self._recover(exc)
                 continue
+            self.pull_s = time.monotonic() - started
             if batch is not None:
+                self.last_batch_records = len(batch.records)
                 self._deliver(batch)
             spent = time.monotonic() - started
             self._adapt(spent)
@@ -164,10 +170,12 @@ class Hub:
 
     def _adapt(self, spent: float) -> None:
         cost = getattr(self, "_last_cost", 0.0)
+        floor = min(self.max_window_s, max(self.base_window_s, len(self.index) / FRAME_BUDGET))
         if cost > self.window_s / 2 and self.window_s < self.max_window_s:
             self.window_s = min(self.max_window_s, self.window_s * 2)
-        elif cost < self.window_s / 8 and self.window_s > self.base_window_s:
-            self.window_s = max(self.base_window_s, self.window_s / 2)
+        elif cost < self.window_s / 8 and self.window_s > floor:
+            self.window_s = max(floor, self.window_s / 2)
+        self.window_s = max(self.window_s, floor)
 
     async def _recover(self, exc: Exception) -> None:
         """The socket actor forgot us (restart, missed lease) or is away: register again."""
@@ -207,6 +215,11 @@ class Hub:
             "batches": self.batches,
             "records": self.records,
             "deliveries": self.deliveries,
+            "pull_ms": round(self.pull_s * 1000, 1),
+            "deliver_ms": round(getattr(self, "_last_cost", 0.0) * 1000, 1),
+            "last_batch_records": self.last_batch_records,
+            "outbox_max_bytes": max((o.pending_bytes for o in self.sessions), default=0),
+            "outbox_high_water": max((o.high_water_bytes for o in self.sessions), default=0),
         }
 
 

@@ -63,8 +63,9 @@ def check_access(websocket: WebSocket) -> None:
 class ClientSocket:
     """One connected client: its reader, its writer and its lease."""
 
-    def __init__(self, websocket: WebSocket, hub: Hub, lease: Lease) -> None:
+    def __init__(self, websocket: WebSocket, hub: Hub, lease: Lease, batch: bool = False) -> None:
         self.ws = websocket
+        self.batch = batch  # one JSON array per window instead of one frame per message
         self.hub = hub
         self.lease = lease
         self.session = lease.session
@@ -99,7 +100,12 @@ class ClientSocket:
 
     async def _write(self) -> None:
         while True:
-            for text in await self.outbox.wait():
+            texts = await self.outbox.wait()
+            if self.batch and texts:
+                # Per-frame costs (proxy, client) dominate bytes: a window goes as one frame.
+                await self.ws.send_text("[" + ",".join(texts) + "]")
+                continue
+            for text in texts:
                 await self.ws.send_text(text)
 
     async def _read(self) -> None:
@@ -190,7 +196,8 @@ async def serve_socket(websocket: WebSocket) -> None:
             )
             await websocket.close(code=TRY_AGAIN_LATER)
         return
-    client = ClientSocket(websocket, hub, lease)
+    batch = websocket.query_params.get("batch", "") in ("1", "true")
+    client = ClientSocket(websocket, hub, lease, batch)
     try:
         await client.run()
     finally:
@@ -209,6 +216,12 @@ def install_ws_routes(app: FastAPI) -> None:
     @app.websocket("/ws")
     async def live(websocket: WebSocket) -> None:
         await serve_socket(websocket)
+
+    @app.get("/ws/stats", include_in_schema=False)
+    async def live_stats() -> dict:
+        """This replica's hub: sockets, window, batches, deliveries, the fullest outbox."""
+        hub = await replica_hub(pool=_session_pool())
+        return hub.stats()
 
     @app.get("/demo", response_class=HTMLResponse, include_in_schema=False)
     async def demo() -> HTMLResponse:

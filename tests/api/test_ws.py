@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from api.sim_process import SimulatorProcess
-from tests.api.ws_support import start_socket_actor
+from tests.api.ws_support import kill_socket_actor, start_socket_actor
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -20,16 +20,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def live_url(serve_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The /ws URL with a simulator behind the `kis-socket` actor; yields the ws:// base."""
-    import ray
-
     port = free_port()
     sim = SimulatorProcess(port, tmp_path_factory.mktemp("sim") / "sim.log")
     sim.start()
-    actor = start_socket_actor(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+    start_socket_actor(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
     try:
         yield serve_url.replace("http://", "ws://") + "/ws"
     finally:
-        ray.kill(actor)
+        kill_socket_actor()
         sim.stop()
 
 

@@ -1,0 +1,64 @@
+"""SessionActor limits and SessionPool leases: pre-warmed, renewed, reclaimed, resumed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import ray
+
+from actors.session import SessionActor, SessionLimits, SessionPool
+from engine.errors import InvalidSymbolError, SubscriptionLimitError
+
+pytestmark = pytest.mark.slow
+
+
+def cause(exc: BaseException) -> BaseException:
+    return getattr(exc, "cause", None) or exc
+
+
+async def test_session_validates_limits_and_keeps_order(ray_cluster: None) -> None:
+    session = SessionActor.remote(SessionLimits(max_channels=4, max_symbols=2))
+    added, held = await session.subscribe.remote(["trade:005930", "book:005930"])
+    assert added == held == ["trade:005930", "book:005930"]
+    added, held = await session.subscribe.remote(["trade:005930", "candle:005930:1m"])
+    assert added == ["candle:005930:1m"] and len(held) == 3
+    for names, error in [
+        (["trade:000660", "book:000660"], SubscriptionLimitError),  # 5 channels > 4
+        (["trade:000660", "trade:035420"], SubscriptionLimitError),  # 3 symbols > 2
+        (["trade:0"], InvalidSymbolError),
+    ]:
+        with pytest.raises(ray.exceptions.RayTaskError) as info:
+            await session.subscribe.remote(names)
+        assert isinstance(cause(info.value), error)
+    assert len(await session.channels.remote()) == 3  # a refused request changed nothing
+    # Calls from one caller run in order (max_concurrency=1): fire both, then look.
+    session.unsubscribe.remote(["trade:005930"])
+    last = session.subscribe.remote(["trade:005930"])
+    assert (await last)[1][-1] == "trade:005930"
+    ray.kill(session)
+
+
+async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
+    pool = SessionPool.remote(warm=2, lease_s=1.0, park_s=5.0)
+    assert await pool.prewarm.remote(2, hold_s=0) == 2
+    lease = await pool.acquire.remote("client-1", "replica-a")
+    assert lease.channels == ()
+    await lease.session.subscribe.remote(["trade:005930"])
+    # Renewed by its replica, the lease survives its period.
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        await pool.renew.remote("replica-a", [lease.session_id])
+    assert (await pool.stats.remote())["leased"] == 1
+    # A closed socket parks the session; a resume gets its channels back.
+    await pool.release.remote(lease.session_id)
+    again = await pool.acquire.remote("client-1b", "replica-a", lease.session_id)
+    assert again.session_id == lease.session_id and again.channels == ("trade:005930",)
+    # A replica that stops renewing loses its sessions; they come back reset.
+    await asyncio.sleep(2.5)
+    stats = await pool.stats.remote()
+    assert stats["leased"] == 0 and stats["reclaimed"] == 1
+    fresh = await pool.acquire.remote("client-2", "replica-b", "no-such-session")
+    assert fresh.session_id != lease.session_id and fresh.channels == ()
+    assert await fresh.session.channels.remote() == []  # whichever actor it is, it was reset
+    ray.kill(pool)
