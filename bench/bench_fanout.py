@@ -1,0 +1,522 @@
+"""Live fan-out: WS /ws (session actors + per-replica hub, through Ray Serve) against a plain
+single-process FastAPI broadcast, both fed by the KIS simulator at 2,000 trades/s over 20 symbols.
+
+  (a) 50 clients subscribed to everything (trade, book, candle of all 20 symbols)
+  (b) 30 clients × 3 of the 20 symbols
+  (c) load (a) against the baseline: one uvicorn process, its own KIS connection, 20 ms windows
+
+Latency is upstream frame → client receive: a tap (its own KIS connection with another app key,
+in the client process) notes when each trade (symbol, cumulative volume) arrived from the
+simulator; each client matches the oldest trade of every trade message it receives. Clients run
+in a separate process from the servers. Server CPU is psutil over the server processes (Ray's, or
+the baseline's); memory per client is the growth of their unique memory (USS) from before the
+session pool was warmed to with all clients connected, divided by the clients.
+
+Run: .venv/bin/python bench/bench_fanout.py   (about 3 minutes; the machine is shared, so CPU
+figures are noisy)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SYMBOLS = tuple(f"{n:06d}" for n in range(100, 120))
+RATE = 2000.0  # trades per real second over all symbols
+SPEED = 50.0  # simulated seconds per real second: small frames, often (a smooth feed)
+ALL_CHANNELS = [f"{k}:{s}" for s in SYMBOLS for k in ("trade", "book")] + [
+    f"candle:{s}:1m" for s in SYMBOLS
+]
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# -- the simulator (a child process) ------------------------------------------------------------
+
+
+def run_sim(port: int) -> None:
+    from datetime import datetime
+
+    from engine.sim.server import SimulatorConfig, run_simulator
+
+    run_simulator(
+        SimulatorConfig(
+            port=port,
+            symbols=SYMBOLS,
+            rate=RATE / SPEED,
+            speed=SPEED,
+            start=datetime(2025, 3, 12, 9, 1, 0),
+            tick_interval_s=0.01,
+            notice_interval_s=0,
+            max_batch=50,
+        )
+    )
+
+
+# -- the baseline: a plain single-process FastAPI broadcast -----------------------------------
+
+
+def run_baseline(port: int, sim_port: int) -> None:
+    """One process: its own KIS connection, 20 ms windows, rendered once, sent to every socket."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    from engine.channels import WindowCoalescer, encode, parse_channels
+    from engine.kis.connection import ConnectionConfig
+    from engine.kis.feed import KisFeed
+
+    clients: dict[WebSocket, frozenset] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def pump() -> None:
+        url = f"127.0.0.1:{sim_port}"
+        feed = KisFeed(ConnectionConfig(f"ws://{url}", f"http://{url}", "baseline", "s"))
+        feed.start()
+        feed.register("all")
+        everything = frozenset(parse_channels(ALL_CHANNELS))
+        await feed.subscribe("all", sorted({c.registration for c in everything}))
+        window = WindowCoalescer()
+        while True:
+            started = time.monotonic()
+            batch = await feed.next_batch("all", 1.0)
+            if batch is not None:
+                window.add(batch.records)
+                messages = window.drain(everything)
+                for ws, wanted in list(clients.items()):
+                    texts = [text for channel, text in messages.items() if channel in wanted]
+                    if texts:  # the same framing as /ws?batch=1: one array per window
+                        with contextlib.suppress(Exception):
+                            await ws.send_text("[" + ",".join(texts) + "]")
+            await asyncio.sleep(max(0.0, 0.02 - (time.monotonic() - started)))
+
+    async def live(ws: WebSocket) -> None:
+        if not tasks:
+            tasks.append(asyncio.create_task(pump()))
+        await ws.accept()
+        try:
+            while True:
+                message = json.loads(await ws.receive_text())
+                if message.get("op") == "subscribe":
+                    clients[ws] = frozenset(parse_channels(message["channels"]))
+                    reply = {"type": "subscribed", "channels": message["channels"]}
+                    await ws.send_text(encode(reply))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            clients.pop(ws, None)
+
+    app = Starlette(routes=[WebSocketRoute("/ws", live)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# -- the load generator (a child process) -------------------------------------------------------
+
+
+class Tap:
+    """When each trade arrived from the simulator: (symbol, cumulative volume) → time."""
+
+    def __init__(self, sim_port: int) -> None:
+        self.sim_port = sim_port
+        self.seen: dict[tuple[str, int], float] = {}
+        self.feed = None
+
+    async def start(self) -> None:
+        from engine.kis import tr
+        from engine.kis.connection import ConnectionConfig
+        from engine.kis.feed import KisFeed
+        from engine.kis.registry import Registration
+
+        url = f"127.0.0.1:{self.sim_port}"
+        self.feed = KisFeed(ConnectionConfig(f"ws://{url}", f"http://{url}", "bench-tap", "s"))
+        self.feed.start()
+        self.feed.register("tap")
+        await self.feed.subscribe("tap", [Registration(tr.TRADE, s) for s in SYMBOLS])
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.feed.next_batch("tap", 1.0)
+            now = time.time()
+            if batch is not None:
+                for t in batch.records:
+                    self.seen[(t.symbol, t.cum_volume)] = now
+
+    def count(self, symbols: set[str], t0: float, t1: float) -> int:
+        return sum(1 for (s, _), at in self.seen.items() if s in symbols and t0 <= at < t1)
+
+
+class Client:
+    def __init__(self, url: str, channels: list[str], stall: bool = False) -> None:
+        self.url = url
+        self.channels = channels
+        self.stall = stall
+        self.samples: list[tuple[str, int, float, int]] = []  # symbol, first cum, recv, n
+        self.first_at: float | None = None
+        self.got_first = asyncio.Event()
+        self.closed_with: str | None = None
+        self.symbols = {c.split(":")[1] for c in channels}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        import websockets
+
+        async with websockets.connect(self.url, max_size=None, ping_interval=None) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "channels": self.channels}))
+            if self.stall:  # reads nothing at all until the end, then looks at what it got
+                await stop.wait()
+                self.closed_with = "still open"
+                try:
+                    async with asyncio.timeout(10):
+                        async for text in ws:
+                            if '"SLOW_CONSUMER"' in text:
+                                self.closed_with = "SLOW_CONSUMER"
+                except TimeoutError:
+                    pass
+                except Exception as exc:
+                    self.closed_with = type(exc).__name__
+                return
+            while not stop.is_set():
+                try:
+                    async with asyncio.timeout(0.5):
+                        text = await ws.recv()
+                except TimeoutError:
+                    continue
+                except Exception as exc:
+                    self.closed_with = type(exc).__name__
+                    return
+                now = time.time()
+                # Frames are JSON arrays of messages (?batch=1); scan, don't parse: the client
+                # process must not be the bottleneck.
+                for part in text.split('{"type":"trade","symbol":"')[1:]:
+                    if self.first_at is None:
+                        self.first_at = now
+                        self.got_first.set()
+                    i = part.find('"cum_volume":') + 13
+                    first = int(part[i : part.find("}", i)])
+                    self.samples.append((part[:6], first, now, part.count('"price"')))
+                if '"SLOW_CONSUMER"' in text:
+                    self.closed_with = "SLOW_CONSUMER"
+                    return
+
+
+async def load(args: argparse.Namespace) -> dict:
+    tap = Tap(args.sim_port)
+    await tap.start()
+    await asyncio.sleep(1.0)
+    per = json.loads(args.channels)  # one list of channels per client
+    clients = [Client(args.url, chans) for chans in per]
+    stall = Client(args.url, ALL_CHANNELS, stall=True) if args.stall else None
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(c.run(stop)) for c in clients]
+    if stall:
+        tasks.append(asyncio.create_task(stall.run(stop)))
+    await asyncio.sleep(args.warmup)
+    print("READY", flush=True)  # the orchestrator samples server CPU and memory from here
+    t0 = time.time()
+    await asyncio.sleep(args.duration)
+    t1 = time.time()
+    # New tabs while the load runs: connect → first trade message.
+    new_tab = []
+    for _ in range(args.new_tabs):
+        tab = Client(args.url, per[0])
+        one = asyncio.Event()
+        started = time.time()
+        task = asyncio.create_task(tab.run(one))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tab.got_first.wait(), 10)
+        one.set()
+        await task
+        new_tab.append(((tab.first_at or time.time()) - started) * 1000)
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(1.0)  # stragglers of the measured interval
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    latencies, delivered, expected, unmatched = [], 0, 0, 0
+    for c in clients:
+        expected += tap.count(c.symbols, t0, t1)
+        for symbol, first, recv, n in c.samples:
+            at = tap.seen.get((symbol, first))
+            if at is None:
+                unmatched += 1
+                continue
+            if t0 <= at < t1:
+                latencies.append((recv - at) * 1000)
+                delivered += n
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else -1
+
+    return {
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] if latencies else -1,
+        "delivered": delivered,
+        "expected": expected,
+        "ratio": delivered / expected if expected else 0.0,
+        "messages": len(latencies),
+        "unmatched": unmatched,
+        "new_tab_ms": statistics.median(new_tab) if new_tab else -1,
+        "new_tab_max_ms": max(new_tab) if new_tab else -1,
+        "closed": [c.closed_with for c in clients if c.closed_with],
+        "stall_closed_with": stall.closed_with if stall else None,
+    }
+
+
+# -- orchestration --------------------------------------------------------------------------------
+
+
+def server_processes(pids: set[int]) -> list[psutil.Process]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            out.append(psutil.Process(pid))
+    return out
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def uss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_full_info().uss  # unique: shared libraries are not counted 50×
+    return total / 2**20
+
+
+def run_load(
+    url: str, sim_port: int, per_client: list[list[str]], pids, *, stall=False, new_tabs=0
+) -> dict:
+    cmd = [PY, __file__, "--load", "--url", url, "--sim-port", str(sim_port)]
+    cmd += ["--channels", json.dumps(per_client), "--duration", "12", "--warmup", "4"]
+    cmd += ["--new-tabs", str(new_tabs)] + (["--stall"] if stall else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "READY", line
+    procs = server_processes(pids())
+    me = [psutil.Process(proc.pid)]
+    c0, w0, l0 = cpu_seconds(procs), time.monotonic(), cpu_seconds(me)
+    mem = uss_mb(procs)
+    time.sleep(10)
+    wall = time.monotonic() - w0
+    cpu = (cpu_seconds(procs) - c0) / wall * 100
+    load_cpu = (cpu_seconds(me) - l0) / wall * 100
+    out, _ = proc.communicate(timeout=120)
+    result = json.loads(out.strip().splitlines()[-1])
+    result.update(cpu_pct=cpu, uss_mb=mem, load_cpu_pct=load_cpu)
+    print(json.dumps(result), file=sys.stderr)
+    return result
+
+
+def ray_pids() -> set[int]:
+    """The Ray processes this bench started (gcs, raylet, workers, Serve) and this driver."""
+    me = psutil.Process()
+    kids = {p.pid for p in me.children(recursive=True)}
+    return kids | {me.pid}
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def direct_port(before: set[int]) -> int:
+    """The replica's own HTTP port under direct ingress (Serve picks it from 30000 up)."""
+    import httpx
+
+    for port in range(30000, 30200):
+        if port in before or not listening(port):
+            continue
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/demo", timeout=2).status_code == 200:
+                return port
+    raise RuntimeError("no replica port found for direct ingress")
+
+
+def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
+    """Loads (a) and (b) against /ws on a fresh local Ray, through the proxy or direct."""
+    if ingress == "direct":
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # before Ray starts: inherited
+    import ray
+    from ray import serve
+
+    from actors.session import session_pool
+    from api.app import build_app
+    from tests.api.ws_support import kill_socket_actor, start_socket_actor
+
+    serve_port = free_port()
+    before = {p for p in range(30000, 30200) if listening(p)}
+    ray.init(address="local", namespace="kisray", include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+        serve.run(build_app(), name="kisray", route_prefix="/")
+        upstream = start_socket_actor(f"ws://127.0.0.1:{sim_port}", f"http://127.0.0.1:{sim_port}")
+        port = direct_port(before) if ingress == "direct" else serve_port
+        url = f"ws://127.0.0.1:{port}/ws?batch=1"
+
+        def pids() -> set[int]:
+            return ray_pids()
+
+        time.sleep(2)
+        idle_mb = uss_mb(server_processes(pids()))
+        pool = session_pool(0)
+        ray.get(pool.prewarm.remote(56, hold_s=600))  # 50 clients + the new tabs + slack
+        a = run_load(url, sim_port, [ALL_CHANNELS] * 50, pids, stall=stall, new_tabs=5)
+        a["mb_per_client"] = (a["uss_mb"] - idle_mb) / (51 if stall else 50)
+        three = [
+            [f"{k}:{SYMBOLS[(i * 3 + j) % 20]}" for j in range(3) for k in ("trade", "book")]
+            + [f"candle:{SYMBOLS[(i * 3 + j) % 20]}:1m" for j in range(3)]
+            for i in range(30)
+        ]
+        ray.get(pool.prewarm.remote(36, hold_s=600))  # (a)'s sessions are parked for resumes
+        b = run_load(url, sim_port, three, pids)
+        del upstream
+        kill_socket_actor()  # detached: it would outlive this driver otherwise
+        return {"a": a, "b": b}
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+
+
+def run_child_design(ingress: str, sim_port: int, stall: bool) -> dict:
+    cmd = [PY, __file__, "--design", ingress, "--sim-port", str(sim_port)]
+    cmd += [] if stall else ["--no-stall"]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=900, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(stall: bool = True, designs: tuple[str, ...] = ("proxy", "direct")) -> None:
+    sim_port, base_port = free_port(), free_port()
+    children: list[subprocess.Popen] = []
+
+    def spawn(*extra: str) -> subprocess.Popen:
+        proc = subprocess.Popen([PY, __file__, *extra], start_new_session=True)
+        children.append(proc)
+        return proc
+
+    try:
+        spawn("--sim", str(sim_port))
+        wait_port(sim_port)
+        results = {d: run_child_design(d, sim_port, stall) for d in designs}
+        base = spawn("--baseline", str(base_port), str(sim_port))
+        wait_port(base_port)
+        time.sleep(2)
+        base_url = f"ws://127.0.0.1:{base_port}/ws?batch=1"
+        c = run_load(base_url, sim_port, [ALL_CHANNELS] * 50, lambda: {base.pid})
+    finally:
+        for proc in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+    best = min(designs, key=lambda d: results[d]["a"]["p99_ms"])
+    a, b = results[best]["a"], results[best]["b"]
+    rows = []
+    for d in designs:
+        rows.append((f"(a) 50 × everything, {d}", results[d]["a"]))
+        rows.append((f"(b) 30 × 3 symbols, {d}", results[d]["b"]))
+    rows.append(("(c) baseline, 50 × everything", c))
+    head = f"{'load':34} {'p50':>7} {'p99':>7} {'max':>8} {'delivered/expected':>22} {'CPU %':>6}"
+    print(head)
+    for name, r in rows:
+        ratio = f"{r['delivered']}/{r['expected']} ({r['ratio']:.4f})"
+        print(
+            f"{name:34} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['max_ms']:8.1f} {ratio:>22} "
+            f"{r['cpu_pct']:6.0f}"
+        )
+    print(f"best design for (a): {best}")
+    for d in designs:
+        r = results[d]["a"]
+        print(
+            f"{d}: new tab → first trade median {r['new_tab_ms']:.0f} ms (max "
+            f"{r['new_tab_max_ms']:.0f}); {r['mb_per_client']:.1f} MB per client; "
+            f"non-reader: {r['stall_closed_with']}"
+        )
+    print(f"new tab → first trade: median {a['new_tab_ms']:.0f} ms, max {a['new_tab_max_ms']:.0f}")
+    print(f"memory per client (USS growth incl. session actor): {a['mb_per_client']:.1f} MB")
+    print(f"client that read nothing: {a['stall_closed_with'] or 'still connected'}")
+    print(f"clients closed during (a)/(b)/(c): {a['closed']} / {b['closed']} / {c['closed']}")
+    result = {
+        "a_p99_ms": round(a["p99_ms"], 1),
+        "a_delivered_ratio": round(a["ratio"], 4),
+        "b_p99_ms": round(b["p99_ms"], 1),
+        "baseline_p99_ms": round(c["p99_ms"], 1),
+        "new_tab_ms": round(a["new_tab_ms"], 1),
+        "mb_per_client": round(a["mb_per_client"], 1),
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sim", type=int)
+    parser.add_argument("--baseline", nargs=2, type=int)
+    parser.add_argument("--load", action="store_true")
+    parser.add_argument("--url")
+    parser.add_argument("--sim-port", type=int)
+    parser.add_argument("--channels")
+    parser.add_argument("--duration", type=float, default=12)
+    parser.add_argument("--warmup", type=float, default=4)
+    parser.add_argument("--new-tabs", type=int, default=0)
+    parser.add_argument("--stall", action="store_true")
+    parser.add_argument("--design", choices=["proxy", "direct"])
+    parser.add_argument("--designs", default="proxy,direct")
+    parser.add_argument("--no-stall", action="store_true", help="(a) without the non-reader")
+    ns = parser.parse_args()
+    if ns.sim:
+        run_sim(ns.sim)
+    elif ns.baseline:
+        run_baseline(*ns.baseline)
+    elif ns.design:
+        print(json.dumps(run_design(ns.design, ns.sim_port, not ns.no_stall)), flush=True)
+    elif ns.load:
+
+        async def load_and_report() -> None:
+            print(json.dumps(await load(ns)), flush=True)
+            os._exit(0)  # the tap's socket tasks need not wind down one by one
+
+        asyncio.run(load_and_report())
+    else:
+        main(stall=not ns.no_stall, designs=tuple(ns.designs.split(",")))
