@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "kis-socket"
 NAMESPACE = "kisray"
 COLLECTOR_RESOURCE = "kis_collector"
+# A fraction, not 1: the node advertises one unit and both the socket actor and the recorder
+# must fit on it. Any positive demand pins the actor to a node that has the resource.
+COLLECTOR_SHARE = 0.01
 # The simulator accepts any credentials; these fixed ones keep sim mode free of configuration.
 SIM_APP_KEY = "kisray-sim-app-key"
 SIM_APP_SECRET = "kisray-sim-app-secret"
@@ -251,5 +254,5 @@ def get_or_create_kis_socket(profile: Profile = "local", **overrides: Any):
         "num_cpus": 0,
     }
     if profile == "production":
-        options["resources"] = {COLLECTOR_RESOURCE: 1}
+        options["resources"] = {COLLECTOR_RESOURCE: COLLECTOR_SHARE}
     return KisSocketActor.options(**options).remote(overrides or None)

@@ -17,7 +17,9 @@ logger = logging.getLogger(__name__)
 # The custom resource only the collector node advertises (`ray start --resources=...`); the KIS
 # socket actor and the recorder request one unit, so Ray can place them nowhere else.
 COLLECTOR_RESOURCE = "kis_collector"
-COLLECTOR_ACTOR_OPTIONS = {"resources": {COLLECTOR_RESOURCE: 1}}
+# The node advertises one unit; each collector actor asks for a sliver of it, so both the KIS
+# socket actor and the recorder fit there and nowhere else.
+COLLECTOR_ACTOR_OPTIONS = {"resources": {COLLECTOR_RESOURCE: 0.01}}
 
 PRODUCTION_KIS_ENVS = ("paper", "real")
 
@@ -63,19 +65,15 @@ def start_recorder() -> object:
 
 
 def start_collector(settings: Settings) -> CollectorStatus:
-    """Start (or find) the KIS socket actor and the recorder with COLLECTOR_ACTOR_OPTIONS.
+    """Start (or find) the KIS socket actor and the recorder, pinned to the collector node.
 
-    Hook: the KIS socket actor (actors/kis_socket.py, issue #5) and the recorder (issue #7) are
-    not in this build yet. Wire their get-or-create calls here; `kisray up` and the deployments
-    already call this on the production path and report what it returns.
+    Both are named and detached: a second `kisray up` or a restarted head finds the running
+    ones instead of opening a second KIS socket.
     """
-    try:
-        import actors.kis_socket  # noqa: F401
-    except ImportError:
-        detail = "not started: the KIS socket actor and the recorder are not in this build yet"
-        logger.warning("collector %s", detail)
-        return CollectorStatus(False, detail)
+    from actors.kis_socket import get_or_create_kis_socket
+
+    get_or_create_kis_socket("production")
     start_recorder()
-    detail = "recorder started; actors.kis_socket exists but is not wired into start_collector yet"
-    logger.warning("collector %s", detail)
-    return CollectorStatus(False, detail)
+    detail = f"KIS socket actor and recorder requested on a node with {COLLECTOR_RESOURCE}"
+    logger.info("collector: %s (KIS %s)", detail, settings.kis_env)
+    return CollectorStatus(True, detail)

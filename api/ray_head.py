@@ -8,6 +8,7 @@ process to that one child, and terminating it takes the whole node down.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -45,9 +46,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RayHead:
-    def __init__(self, log_path: Path, *, num_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        *,
+        num_cpus: int | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> None:
         self.log_path = log_path
         self.num_cpus = num_cpus
+        self.resources = resources or {}
         self.port = free_port()
         self._proc: subprocess.Popen | None = None
 
@@ -69,6 +77,8 @@ class RayHead:
         ]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
+        if self.resources:
+            cmd.append(f"--resources={json.dumps(self.resources)}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it for its lifetime
         self._proc = subprocess.Popen(

@@ -82,6 +82,7 @@ class Stack:
     with_collector: bool = False
     collector: object = None
     recorder: object = None  # local profile: the Recorder this process started
+    kis_socket: object = None  # local profile: the KIS socket actor, upstream = the simulator
     maintenance: object = None  # every profile: aggregate self-refresh and retention
     # Called after Ray is initialised: Ray installs its own signal handlers, ours must win.
     after_ray_init: Callable[[], None] = field(default=lambda: None)
@@ -145,7 +146,11 @@ class Stack:
         }
         address = self.ray_address
         if address is None:
-            head = RayHead(self.settings.log_dir / "ray-head.log")
+            # A single-node production stack is its own collector node.
+            from api.collector import COLLECTOR_RESOURCE
+
+            resources = {COLLECTOR_RESOURCE: 1} if self.with_collector else None
+            head = RayHead(self.settings.log_dir / "ray-head.log", resources=resources)
             self._ray_head = head
             head.start(env_vars)
             address = head.address
@@ -198,6 +203,10 @@ class Stack:
 
         if settings.seed_history_days > 0:
             threading.Thread(target=seed, name="seed-history", daemon=True).start()
+        with _logged("starting the KIS socket actor"):
+            from actors.kis_socket import get_or_create_kis_socket
+
+            self.kis_socket = get_or_create_kis_socket("local")
         with _logged("starting the recorder"):
             from actors.recorder import recorder_actor
 
@@ -240,6 +249,12 @@ class Stack:
 
                 ray.kill(self.recorder)  # detached: on a joined cluster it would outlive us
         self.recorder = None
+        if self.kis_socket is not None and self._ray_head is None:
+            with _logged("stopping the KIS socket actor"):
+                import ray
+
+                ray.kill(self.kis_socket)  # detached: on a joined cluster it would outlive us
+        self.kis_socket = None
         if self.maintenance is not None and self._ray_head is None:
             with _logged("stopping storage maintenance"):
                 import ray
