@@ -138,11 +138,13 @@ class SessionPool:
             self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def prewarm(self, burst: int, hold_s: float = 300.0) -> int:
-        """Start idle actors up to `burst` for an expected rush of tabs, kept for `hold_s`
+        """Have exactly `burst` idle actors for an expected rush of tabs, kept for `hold_s`
         (the steady target stays `warm`); returns how many are idle."""
         need = burst - len(self._idle) - self._starting
         if need > 0:
             await asyncio.gather(*(self._start_one() for _ in range(need)))
+        while len(self._idle) > burst:  # idle actors cost memory and a little CPU each
+            ray.kill(self._idle.pop())
         self._hold_until = time.monotonic() + hold_s
         self._ensure_tasks()  # after: the refill must not race the burst it would duplicate
         return len(self._idle)
