@@ -83,28 +83,60 @@ def _trades(f: list[str], count: int, width: int, _session_date: str) -> list[Tr
     return out
 
 
+# Price ladders repeat from one snapshot to the next (they move only when the best price
+# does), so each side's 10 prices are cached by their exact wire text: a hit costs one join and
+# one dict lookup instead of ten int() calls. Sizes change every snapshot and are not cached.
+# Only successfully converted ladders are stored, so malformed text still raises at decode.
+_LADDERS: dict[str, tuple[int, ...]] = {}
+_LADDERS_MAX = 10_000
+_new_tuple = tuple.__new__  # builds the NamedTuple without its Python-level __new__ frame
+
+
+def _ladder(fields: list[str], key: str) -> tuple[int, ...]:
+    ladder = tuple(map(int, fields))
+    if len(_LADDERS) >= _LADDERS_MAX:
+        _LADDERS.clear()
+    _LADDERS[key] = ladder
+    return ladder
+
+
 def _books(f: list[str], count: int, width: int, session_date: str) -> list[BookSnapshot]:
     out = []
     append = out.append
+    cached = _LADDERS.get
+    join = "^".join
+    last_time, ts = None, None
     for b in range(0, count * width, width):
         hhmmss = f[b + 1]
-        levels = list(map(int, f[b + 3 : b + 43]))  # one map over all 40 level fields
+        if hhmmss != last_time:  # records in one frame usually share the second
+            ts = kst_to_utc(session_date, hhmmss)
+            last_time = hhmmss
+        side = f[b + 3 : b + 13]
+        key = join(side)
+        asks = cached(key) or _ladder(side, key)
+        side = f[b + 13 : b + 23]
+        key = join(side)
+        bids = cached(key) or _ladder(side, key)
+        sizes = list(map(int, f[b + 23 : b + 43]))  # one map over both size ladders
         append(
-            BookSnapshot(
-                f[b],
-                kst_to_utc(session_date, hhmmss),
-                session_date,
-                hhmmss,
-                f[b + 2],
-                tuple(levels[0:10]),
-                tuple(levels[10:20]),
-                tuple(levels[20:30]),
-                tuple(levels[30:40]),
-                int(f[b + 43]),
-                int(f[b + 44]),
-                int(f[b + 47]),
-                int(f[b + 48]),
-                int(f[b + 53]),
+            _new_tuple(
+                BookSnapshot,
+                (
+                    f[b],
+                    ts,
+                    session_date,
+                    hhmmss,
+                    f[b + 2],
+                    asks,
+                    bids,
+                    tuple(sizes[0:10]),
+                    tuple(sizes[10:20]),
+                    int(f[b + 43]),
+                    int(f[b + 44]),
+                    int(f[b + 47]),
+                    int(f[b + 48]),
+                    int(f[b + 53]),
+                ),
             )
         )
     return out

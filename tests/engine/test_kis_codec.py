@@ -315,3 +315,13 @@ def test_malformed_examples_raise_typed_error(frame: str) -> None:
     with pytest.raises(KisProtocolError) as info:
         decode(frame, {NOTICE: _KEY})
     assert info.value.raw == frame
+
+
+def test_cached_price_ladders_still_reject_bad_levels() -> None:
+    good = _valid_frames()[1]
+    first = parse_data_frame(good, session_date=SESSION_DATE).records
+    assert parse_data_frame(good, session_date=SESSION_DATE).records == first  # cache hit
+    parts = good.split("^")
+    parts[5] = "2x"  # an ask price in the first record
+    with pytest.raises(KisProtocolError):
+        parse_data_frame("^".join(parts), session_date=SESSION_DATE)
