@@ -32,6 +32,10 @@ REGULAR_CLOSE = time(15, 30)
 CLOSING_CALL_MINUTES = 10
 MINUTE = 60
 CALENDAR_NAME = "XKRX"
+# Grids kept for repeated requests (a chart reloading the same range): at most this many, each
+# of at most _GRID_CACHE_BUCKETS buckets (16 KB), so the cache stays under 4 MB.
+_GRID_CACHE_SIZE = 256
+_GRID_CACHE_BUCKETS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class TradingCalendar:
         self.session_close = session_close
         self._years: dict[int, _YearSessions] = {}
         self._lock = threading.Lock()
+        self._grids: dict[tuple[Interval, int, int], np.ndarray] = {}
 
     # -- per-year cache -------------------------------------------------------------------------
     def _year(self, year: int) -> _YearSessions:
@@ -157,7 +162,20 @@ class TradingCalendar:
         Intraday: every bucket that overlaps a session's trading minutes, i.e. continuous trading
         [open, close - closing call) or the closing print's minute. Daily: each trading date.
         Weekly: each Monday-stamped week that holds at least one trading date.
+        The array is read-only (small grids are cached per (interval, start, end)).
         """
+        key = (interval, start, end)
+        grid = self._grids.get(key)
+        if grid is None:
+            if len(self._grids) >= _GRID_CACHE_SIZE:
+                self._grids.clear()
+            grid = self._bucket_grid(interval, start, end)
+            grid.flags.writeable = False
+            if grid.size <= _GRID_CACHE_BUCKETS:
+                self._grids[key] = grid
+        return grid
+
+    def _bucket_grid(self, interval: Interval, start: int, end: int) -> np.ndarray:
         if end <= start:
             return np.empty(0, dtype=np.int64)
         step = interval.seconds

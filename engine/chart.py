@@ -125,7 +125,10 @@ def _presentable(frame: pl.DataFrame) -> pl.DataFrame:
     """KRW prices are whole numbers: send them as integers when every price is one."""
     prices = ("open", "high", "low", "close")
     if all(np.all(np.mod(frame[c].to_numpy(), 1) == 0) for c in prices):
-        frame = frame.with_columns(pl.col(c).cast(pl.Int64) for c in prices)
+        # Series casts, not with_columns: an eager frame method still runs a lazy plan.
+        frame = pl.DataFrame(
+            [frame[c].cast(pl.Int64) if c in prices else frame[c] for c in frame.columns]
+        )
     return frame
 
 
@@ -237,7 +240,7 @@ class ChartService:
         frame, prior = await self._read(query, interval, first_bucket, end_bucket)
         if interval.is_derived:
             frame = roll_up(frame, interval)
-        frame = frame.with_columns(pl.lit(False).alias("live"))
+        frame = frame.hstack([pl.Series("live", np.zeros(frame.height, dtype=bool))])
         if forming is not None:
             frame = _merge_forming(frame, interval, forming, first_bucket, end_bucket)
         if query.fill:
