@@ -6,6 +6,13 @@ in-flight count is 1 whatever the number of clients). Each window is rendered on
 (engine.channels.WindowCoalescer) and appended to the subscribed sockets' outboxes
 (engine.fanout). Ray calls per second are therefore about 1/window per replica, not per client.
 
+Candles come from the recorder, which owns every symbol's forming bar (the one REST /candles
+serves as "live"): while some socket of the replica holds a `candle:SYMBOL:1m` channel, a separate
+task keeps ONE `forming_updates` long-poll outstanding at the `recorder` actor and publishes the
+bars that changed (latest wins in each outbox). The window loop never waits on it. With no recorder
+actor in the cluster the hub falls back to bars built from the trades it pulls (logged once) and
+looks for the recorder again every RECORDER_RECHECK_S.
+
 The window adapts. Every socket costs about one frame per window wherever it goes (through Serve's
 proxy each frame is a Ray streaming item), so the window is at least sockets / FRAME_BUDGET: the
 frames per second of a replica stay bounded as clients grow. On top, when rendering and fan-out
@@ -24,7 +31,7 @@ from collections.abc import Callable
 
 import ray
 
-from engine.channels import Channel, WindowCoalescer, encode
+from engine.channels import CANDLE, Channel, WindowCoalescer, candle_message, encode
 from engine.errors import UnknownConsumerError
 from engine.fanout import FanoutIndex, Outbox
 from engine.kis.registry import Registration
@@ -36,6 +43,10 @@ NAMESPACE = "kisray"
 PULL_WAIT_S = 1.0
 FRAME_BUDGET = 1000.0  # frames per second per replica, all sockets together
 RENEW_EVERY_S = 3.0
+RECORDER_ACTOR = "recorder"
+FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
+RECORDER_RECHECK_S = 5.0
+RECORDER_CALL_TIMEOUT_S = 2.0
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -51,6 +62,7 @@ class Hub:
         window_s: float = 0.02,
         max_window_s: float = 0.1,
         resolve: Callable[[], object] | None = None,
+        resolve_recorder: Callable[[], object] | None = None,
     ) -> None:
         self.source = source  # actor handle with the KisFeed consumer methods
         self.resolve = resolve
@@ -72,12 +84,23 @@ class Hub:
         self.deliveries = 0
         self.pull_s = 0.0
         self.last_batch_records = 0
+        # The candle source: the recorder's forming bars, or (no recorder) the trade-built ones.
+        self.resolve_recorder = resolve_recorder or _find_recorder
+        self.recorder: object | None = None
+        self.candle_source = "unknown"  # "recorder" | "trades" | "unknown" (not looked yet)
+        self.forming: dict[str, dict] = {}  # symbol → the recorder's latest bar seen
+        self.forming_seq = 0
+        self.forming_polls = 0
+        self._candles_wanted = asyncio.Event()
+        self._recorder_found = asyncio.Event()
+        self._fallback_logged = False
 
     async def start(self) -> None:
         await self.source.register.remote(self.consumer_id)
         self._tasks = [
             asyncio.create_task(self._pump(), name="hub-pump"),
             asyncio.create_task(self._renew(), name="hub-renew"),
+            asyncio.create_task(self._candles(), name="hub-candles"),
         ]
 
     async def stop(self) -> None:
@@ -101,6 +124,7 @@ class Hub:
         channels = self.index.channels_of(outbox)
         self.index.remove(outbox)
         self.sessions.pop(outbox, None)
+        self._note_candle_demand()
         await self._release([c.registration for c in channels])
 
     async def subscribe(self, outbox: Outbox, channels: list[Channel]) -> None:
@@ -112,16 +136,16 @@ class Hub:
                 await self.source.subscribe.remote(self.consumer_id, new)  # may raise the limit
             self._regs.update(regs)
             self.index.subscribe(outbox, channels)
-        for channel in channels:
-            if channel.kind == "candle":
-                latest = self.window.latest_candle(channel.symbol)
-                if latest is not None:
-                    outbox.offer(channel, latest)
+        candles = [c for c in channels if c.kind == CANDLE]
+        if candles:
+            self._note_candle_demand()
+            await self._send_current_bars(outbox, candles)
 
     async def unsubscribe(self, outbox: Outbox, channels: list[Channel]) -> None:
         held = self.index.channels_of(outbox)
         mine = [c for c in channels if c in held]
         self.index.unsubscribe(outbox, mine)
+        self._note_candle_demand()
         await self._release([c.registration for c in mine])
 
     async def _release(self, regs: list[Registration]) -> None:
@@ -167,6 +191,107 @@ class Hub:
         self.batches += 1
         self.records += len(batch.records)
         self._last_cost = time.monotonic() - t0
+
+    # -- candles: the recorder's forming bars -------------------------------------------------
+
+    def _note_candle_demand(self) -> None:
+        if any(c.kind == CANDLE for c in self.index.wanted()):
+            self._candles_wanted.set()
+        else:
+            self._candles_wanted.clear()
+
+    async def _look_for_recorder(self) -> bool:
+        """Find the recorder (True) or switch to trade-built candles (False, logged once)."""
+        why: object = "not found"
+        try:
+            handle = await asyncio.to_thread(self.resolve_recorder)
+        except Exception as exc:  # ValueError: no such actor; anything else: cannot tell
+            handle, why = None, exc
+        if handle is not None:
+            if self.candle_source != "recorder":
+                log.info("hub %s: candles come from the recorder", self.replica_id)
+                self.window.candles_from_trades = False
+                self.window.forget_bars()
+                self.forming_seq = 0  # another process counts its publications from 0
+            self.recorder, self.candle_source = handle, "recorder"
+            self._recorder_found.set()
+            return True
+        if self.candle_source != "trades":
+            if not self._fallback_logged:
+                log.warning(
+                    "hub %s: no recorder actor (%s); building candles from trades until it runs",
+                    self.replica_id,
+                    why,
+                )
+                self._fallback_logged = True
+            self.window.candles_from_trades = True
+            self.forming.clear()
+        self.recorder, self.candle_source = None, "trades"
+        return False
+
+    async def _send_current_bars(self, outbox: Outbox, channels: list[Channel]) -> None:
+        """The forming bar at once for a new candle subscription: last update, or forming_bars()."""
+        if self.candle_source != "recorder":  # not looked yet, or it may have started since
+            await self._look_for_recorder()
+        if self.candle_source == "recorder" and any(c.symbol not in self.forming for c in channels):
+            try:
+                bars = await asyncio.wait_for(
+                    self.recorder.forming_bars.remote(), RECORDER_CALL_TIMEOUT_S
+                )
+            except Exception as exc:
+                log.warning("hub %s: forming_bars failed: %s", self.replica_id, exc)
+                bars = {}
+            for symbol, bar in bars.items():
+                # An update that arrived meanwhile is newer than this answer: it stays.
+                if symbol not in self.forming:
+                    self.forming[symbol] = bar
+        for channel in channels:
+            if self.candle_source == "recorder":
+                bar = self.forming.get(channel.symbol)
+                latest = candle_message(channel.symbol, bar) if bar is not None else None
+            else:
+                latest = self.window.latest_candle(channel.symbol)
+            if latest is not None:
+                outbox.offer(channel, latest)
+
+    async def _candles(self) -> None:
+        """One outstanding `forming_updates` long-poll, only while candle channels are wanted."""
+        while True:
+            await self._candles_wanted.wait()
+            if self.recorder is None and not await self._look_for_recorder():
+                self._recorder_found.clear()
+                with contextlib.suppress(TimeoutError):  # a new candle subscription may find it
+                    await asyncio.wait_for(self._recorder_found.wait(), RECORDER_RECHECK_S)
+                continue
+            try:
+                seq, bars = await self.recorder.forming_updates.remote(
+                    self.forming_seq, FORMING_WAIT_S
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("hub %s: forming_updates failed: %s", self.replica_id, exc)
+                await asyncio.sleep(1.0)
+                self.recorder = None  # look it up again (it may be gone for good)
+                continue
+            self.forming_polls += 1
+            self.forming_seq = seq  # a restarted recorder counts from 0 again: follow it
+            self._apply_forming(bars)
+
+    def _apply_forming(self, bars: dict[str, dict]) -> None:
+        """Keep the bars that changed (never an older minute) and publish the wanted ones."""
+        wanted = self.index.wanted()
+        messages: dict[Channel, str] = {}
+        for symbol, bar in bars.items():
+            held = self.forming.get(symbol)
+            if held == bar or (held is not None and bar["time"] < held["time"]):
+                continue
+            self.forming[symbol] = bar
+            channel = Channel(CANDLE, symbol, "1m")
+            if channel in wanted:
+                messages[channel] = candle_message(symbol, bar)
+        if messages:
+            self.deliveries += self.index.publish(messages)
 
     def _adapt(self, spent: float) -> None:
         cost = getattr(self, "_last_cost", 0.0)
@@ -218,9 +343,15 @@ class Hub:
             "pull_ms": round(self.pull_s * 1000, 1),
             "deliver_ms": round(getattr(self, "_last_cost", 0.0) * 1000, 1),
             "last_batch_records": self.last_batch_records,
+            "candle_source": self.candle_source,
+            "forming_polls": self.forming_polls,
             "outbox_max_bytes": max((o.pending_bytes for o in self.sessions), default=0),
             "outbox_high_water": max((o.high_water_bytes for o in self.sessions), default=0),
         }
+
+
+def _find_recorder() -> object:
+    return ray.get_actor(RECORDER_ACTOR, namespace=NAMESPACE)
 
 
 _hub: Hub | None = None

@@ -5,8 +5,9 @@ records become at most one message per channel, serialized once and shared by ev
 subscribed to it:
   trade  — every trade of the window, in arrival order (batched, never coalesced away);
   book   — the latest snapshot of the window wins;
-  candle — the latest state of the forming 1-minute bar wins. Until the recorder publishes its
-           forming bars, the bar is built here from the same trades (docs/fanout.md).
+  candle — the latest state of the forming 1-minute bar wins. The bar is the recorder's (the hub
+           feeds `forming_updates` in through `candle_message`); only when no recorder runs is
+           it built here from the same trades (`candles_from_trades`, docs/fanout.md).
 Pure Python, no Ray.
 """
 
@@ -121,6 +122,12 @@ def encode(message: dict[str, object]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
+def candle_message(symbol: str, bar: dict[str, object]) -> str:
+    """The `candle` message for a forming bar {time, open, high, low, close, volume}."""
+    data = {**bar, "live": True}
+    return encode({"type": CANDLE, "symbol": symbol, "interval": "1m", "data": data})
+
+
 @dataclass(slots=True)
 class FormingBar:
     """The 1-minute bar of one symbol still forming, built from its trades."""
@@ -147,7 +154,9 @@ class FormingBar:
 class WindowCoalescer:
     """Collects one window's records and renders them once per channel (see module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, candles_from_trades: bool = True) -> None:
+        # False while the recorder is the candle source: trades then build no bar here.
+        self.candles_from_trades = candles_from_trades
         self._trades: dict[str, list[Trade]] = {}
         self._books: dict[str, BookSnapshot] = {}
         self._bars: dict[str, FormingBar] = {}
@@ -157,7 +166,8 @@ class WindowCoalescer:
         for record in records:
             if isinstance(record, Trade):
                 self._trades.setdefault(record.symbol, []).append(record)
-                self._update_bar(record)
+                if self.candles_from_trades:
+                    self._update_bar(record)
             elif isinstance(record, BookSnapshot):
                 self._books[record.symbol] = record  # the latest snapshot wins
 
@@ -187,25 +197,27 @@ class WindowCoalescer:
             channel = Channel(BOOK, symbol)
             if channel in wanted:
                 out[channel] = encode({"type": BOOK, "symbol": symbol, "data": book_data(book)})
-        for symbol in self._bars_changed:
+        for symbol in self._bars_changed if self.candles_from_trades else ():
             channel = Channel(CANDLE, symbol, "1m")
             if channel in wanted:
-                message = {
-                    "type": CANDLE,
-                    "symbol": symbol,
-                    "interval": "1m",
-                    "data": self._bars[symbol].as_data(),
-                }
-                out[channel] = encode(message)
+                out[channel] = encode(self._candle(symbol, self._bars[symbol]))
         self._trades.clear()
         self._books.clear()
         self._bars_changed.clear()
         return out
 
     def latest_candle(self, symbol: str) -> str | None:
-        """The forming bar now, for a client that just subscribed (None if no trade yet)."""
-        bar = self._bars.get(symbol)
+        """The trade-built forming bar now, for a client that just subscribed (None if none)."""
+        bar = self._bars.get(symbol) if self.candles_from_trades else None
         if bar is None:
             return None
-        message = {"type": CANDLE, "symbol": symbol, "interval": "1m", "data": bar.as_data()}
-        return encode(message)
+        return encode(self._candle(symbol, bar))
+
+    def forget_bars(self) -> None:
+        """Drop the trade-built bars (the recorder became the source, or left and came back)."""
+        self._bars.clear()
+        self._bars_changed.clear()
+
+    @staticmethod
+    def _candle(symbol: str, bar: FormingBar) -> dict[str, object]:
+        return {"type": CANDLE, "symbol": symbol, "interval": "1m", "data": bar.as_data()}

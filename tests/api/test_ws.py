@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import ray
 import websockets
 
+from actors.recorder import Recorder
 from api.sim_process import SimulatorProcess
+from engine.db.migrate import migrate
 from tests.api.ws_support import kill_socket_actor, start_socket_actor
 from tests.conftest import free_port
 
@@ -134,3 +139,61 @@ async def test_token_and_origin_are_checked(live_url: str, monkeypatch: pytest.M
 def test_demo_page_is_served(serve_url: str) -> None:
     page = httpx.get(f"{serve_url}/demo", timeout=10)
     assert page.status_code == 200 and "new WebSocket" in page.text
+
+
+async def test_candle_channel_is_the_recorders_forming_bar(
+    live_url: str, serve_url: str, make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """One owner: /ws sends the recorder's forming bar (REST's live bar), not one built from the
+    trades the replica happened to see since it subscribed."""
+    url = make_database()
+    await migrate(url)
+    # Flushing every 2 s keeps each publication apart long enough for the watcher below.
+    recorder = Recorder.options(
+        name="recorder",
+        namespace="kisray",
+        runtime_env={"env_vars": {"KISRAY_RECORDER_FLUSH_S": "2"}},
+    ).remote(url, ["005930"], candle_actor_name=None, state_dir=str(tmp_path / "recorder"))
+    published: list[dict] = []  # every bar of 005930 the recorder published, in order
+
+    async def watch() -> None:
+        after = 0
+        while True:
+            after, bars = await recorder.forming_updates.remote(after, 5.0)
+            if "005930" in bars and (not published or published[-1] != bars["005930"]):
+                published.append(bars["005930"])
+
+    watcher = None
+    try:
+        deadline = time.monotonic() + 40
+        while not await recorder.ready.remote():
+            assert time.monotonic() < deadline, "recorder not ready"
+            await asyncio.sleep(0.3)
+        watcher = asyncio.create_task(watch())
+        while not published:
+            assert time.monotonic() < deadline, "the recorder published no forming bar"
+            await asyncio.sleep(0.2)
+        async with websockets.connect(live_url) as ws:
+            await next_of(ws, "session")
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["candle:005930:1m"]}))
+            await next_of(ws, "subscribed")
+            before = published[-1]
+            first = (await next_of(ws, "candle", within=3))["data"]  # at once, not next flush
+            after_first = await recorder.forming_bars.remote()
+            assert first.pop("live") is True
+            if first["time"] == before["time"] == after_first["005930"]["time"]:
+                # forming_bars() is read between two publications: bounded by them.
+                assert first["open"] == before["open"]
+                assert before["volume"] <= first["volume"] <= after_first["005930"]["volume"]
+            updates = [(await next_of(ws, "candle", within=8))["data"] for _ in range(3)]
+        await asyncio.sleep(0.5)  # the watcher has seen the last publication too
+        async with httpx.AsyncClient(timeout=10) as http:
+            stats = (await http.get(f"{serve_url}/ws/stats")).json()
+        assert stats["candle_source"] == "recorder"
+        for data in updates:
+            assert data.pop("live") is True
+            assert data in published, (data, published[-5:])  # same minute, same volume/open
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        ray.kill(recorder, no_restart=True)

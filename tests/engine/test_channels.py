@@ -13,6 +13,7 @@ from engine.channels import (
     TRADE,
     Channel,
     WindowCoalescer,
+    candle_message,
     parse_channel,
     parse_channels,
     registrations_for,
@@ -114,6 +115,21 @@ def test_forming_candle_follows_trades_and_rolls_over() -> None:
     window.add([trade("005930", 1, 1, at=5)])  # a late trade of the closed bar is ignored
     assert window.drain(want) == {}
     assert json.loads(window.latest_candle("005930") or "")["data"]["close"] == 130
+
+
+def test_recorder_sourced_window_builds_no_candle_from_trades() -> None:
+    window = WindowCoalescer(candles_from_trades=False)  # the hub's mode while a recorder runs
+    want = {Channel(CANDLE, "005930", "1m"), Channel(TRADE, "005930")}
+    window.add([trade("005930", 100, 71)])
+    assert set(window.drain(want)) == {Channel(TRADE, "005930")}
+    assert window.latest_candle("005930") is None
+
+
+def test_candle_message_is_the_contract_shape_of_a_recorder_bar() -> None:
+    bar = {"time": 1741741200, "open": 1, "high": 3, "low": 1, "close": 2, "volume": 1865}
+    assert json.loads(candle_message("005930", bar)) == {
+        "type": "candle", "symbol": "005930", "interval": "1m", "data": {**bar, "live": True},
+    }  # fmt: skip
 
 
 async def test_outbox_keeps_trades_in_order_and_coalesces_snapshots() -> None:

@@ -1,0 +1,193 @@
+"""The hub's candle source without Ray: fake socket and recorder handles (`.method.remote()`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from api.hub import Hub
+from engine.channels import CANDLE, TRADE, Channel
+from engine.fanout import Outbox
+from engine.kis.delivery import Batch
+from engine.kis.records import Trade
+
+T0 = datetime(2025, 3, 12, 1, 0, 0, tzinfo=UTC)
+CANDLE_A = Channel(CANDLE, "005930", "1m")
+
+
+class Remote:
+    """`handle.method.remote(*args)` → an awaitable, as on a Ray actor handle."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> object:
+        method: Callable = getattr(self._target, name)
+
+        class Method:
+            @staticmethod
+            def remote(*args: object) -> object:
+                return method(*args)
+
+        return Method
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.batches: asyncio.Queue[Batch] = asyncio.Queue()
+        self.subscribed: set = set()
+
+    async def register(self, consumer_id: str) -> None:
+        return None
+
+    async def unregister(self, consumer_id: str) -> None:
+        return None
+
+    async def subscribe(self, consumer_id: str, regs: list) -> None:
+        self.subscribed.update(regs)
+
+    async def unsubscribe(self, consumer_id: str, regs: list) -> None:
+        self.subscribed.difference_update(regs)
+
+    async def next_batch(self, consumer_id: str, wait_s: float) -> Batch | None:
+        try:
+            return await asyncio.wait_for(self.batches.get(), wait_s)
+        except TimeoutError:
+            return None
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.seq = 0
+        self.bars: dict[str, dict] = {}
+        self.changed = asyncio.Condition()
+        self.polls_in_flight = 0
+        self.max_in_flight = 0
+        self.polls = 0
+
+    async def publish(self, symbol: str, bar: dict) -> None:
+        async with self.changed:
+            self.bars[symbol] = bar
+            self.seq += 1
+            self.changed.notify_all()
+
+    async def forming_bars(self) -> dict:
+        return dict(self.bars)
+
+    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict]:
+        self.polls += 1
+        self.polls_in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.polls_in_flight)
+        try:
+            async with self.changed:
+                if self.seq <= after:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self.changed.wait_for(lambda: self.seq > after), wait_s
+                        )
+                return self.seq, dict(self.bars)
+        finally:
+            self.polls_in_flight -= 1
+
+
+def bar(volume: int, close: int = 100, minute: int = 0) -> dict:
+    t = int(T0.timestamp()) + 60 * minute
+    return {"time": t, "open": 90, "high": 110, "low": 80, "close": close, "volume": volume}
+
+
+def trade(price: int, volume: int) -> Trade:
+    return Trade(
+        "005930", T0, "20250312", "100000", price, "2", 100, 0.1, 70000.0, 70000, 71000, 69000,
+        price + 10, price - 10, volume, volume, 0, 100.0, "1", "20", False, "0",
+    )  # fmt: skip
+
+
+async def candles_of(box: Outbox, within: float = 3.0) -> list[dict]:
+    """The candle messages of the next wakeup that has any (other messages are skipped)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        texts = await box.wait(left)
+        candles = [m for m in map(json.loads, texts) if m.get("type") == "candle"]
+        if candles:
+            return candles
+    return []
+
+
+@pytest.fixture
+async def socket() -> FakeSocket:
+    return FakeSocket()
+
+
+async def started(socket: FakeSocket, recorder: FakeRecorder | None) -> Hub:
+    def resolve() -> object:
+        if recorder is None:
+            raise ValueError("Failed to look up actor with name 'recorder'")
+        return Remote(recorder)
+
+    hub = Hub(Remote(socket), window_s=0.01, resolve_recorder=resolve)
+    await hub.start()
+    return hub
+
+
+async def test_candles_are_the_recorders_bars_with_one_poll_per_replica(socket) -> None:
+    recorder = FakeRecorder()
+    await recorder.publish("005930", bar(1865))
+    hub = await started(socket, recorder)
+    try:
+        boxes = [Outbox(f"c{n}") for n in range(3)]
+        for n, box in enumerate(boxes):
+            hub.attach(box, f"s{n}")
+            await hub.subscribe(box, [CANDLE_A, Channel(TRADE, "005930")])
+            first = await candles_of(box)  # the current bar at once, from forming_bars()
+            assert first[0]["data"] == {**bar(1865), "live": True}
+            assert first[0] == {
+                "type": "candle", "symbol": "005930", "interval": "1m", "data": first[0]["data"]
+            }  # fmt: skip
+        # Trades still flow, but build no candle: the recorder owns the bar.
+        await socket.batches.put(Batch("hub", 1, (trade(100, 71),), (), 0))
+        await recorder.publish("005930", bar(1900, close=101))
+        for box in boxes:
+            got = await candles_of(box)
+            assert [m["data"]["volume"] for m in got] == [1900]
+        await recorder.publish("005930", bar(5, minute=-1))  # an older minute never goes out
+        await asyncio.sleep(0.2)
+        assert all(not [t for t in box.take() if '"candle"' in t] for box in boxes)
+        assert recorder.max_in_flight == 1  # one long-poll for three sockets
+        assert hub.stats()["candle_source"] == "recorder"
+        # No candle subscriber left: the long-poll stops.
+        for box in boxes:
+            await hub.unsubscribe(box, [CANDLE_A])
+        await asyncio.sleep(2.5)  # an outstanding poll ends within FORMING_WAIT_S
+        polls = recorder.polls
+        await asyncio.sleep(1.0)
+        assert recorder.polls == polls and recorder.polls_in_flight == 0
+    finally:
+        await hub.stop()
+
+
+async def test_without_a_recorder_candles_are_built_from_trades_and_logged_once(
+    socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = await started(socket, None)
+    try:
+        with caplog.at_level(logging.WARNING, logger="api.hub"):
+            box = Outbox("c")
+            hub.attach(box, "s")
+            await hub.subscribe(box, [CANDLE_A])
+            await socket.batches.put(Batch("hub", 1, (trade(100, 71),), (), 0))
+            got = await candles_of(box)
+            assert got[0]["data"]["volume"] == 71 and got[0]["data"]["live"] is True
+            other = Outbox("d")
+            hub.attach(other, "t")
+            await hub.subscribe(other, [CANDLE_A])
+            assert (await candles_of(other))[0]["data"]["volume"] == 71
+        assert hub.stats()["candle_source"] == "trades"
+        assert sum("no recorder actor" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        await hub.stop()
