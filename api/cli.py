@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Annotated
 
@@ -44,6 +45,27 @@ def _settings(**overrides: object) -> Settings:
     except KisrayError as exc:
         raise _fail(exc) from None
     return settings
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured database, or the embedded one for the length of one command.
+
+    An embedded server that was already running (a `kisray up`) is used and left running.
+    """
+    from engine.db.embedded import EmbeddedPostgres
+
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    was_running = embedded.running_pid() is not None
+    url = embedded.start().url
+    try:
+        yield url
+    finally:
+        if not was_running:
+            embedded.stop()
 
 
 @app.command()
@@ -128,27 +150,15 @@ def up(
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply the sql/ migrations to the configured database (idempotent)."""
-    from engine.db.embedded import EmbeddedPostgres
     from engine.db.migrate import migrate
 
     settings = _settings()
     configure_from_settings(settings)
-    embedded = None
     try:
-        if settings.database_url is not None:
-            url = settings.database_url.get_secret_value()
-        else:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            was_running = embedded.running_pid() is not None
-            url = embedded.start().url
-            if was_running:
-                embedded = None  # someone else's server: leave it running
-        report = asyncio.run(migrate(url))
+        with database_url(settings) as url:
+            report = asyncio.run(migrate(url))
     except KisrayError as exc:
         raise _fail(exc, 1) from None
-    finally:
-        if embedded is not None:
-            embedded.stop()
     applied = ", ".join(report.applied) or "nothing new"
     console.print(
         f"database mode {report.mode}; schema version {report.current_version}; applied: {applied}"
@@ -248,38 +258,26 @@ def load(
     """Import 1-minute candles (columns: symbol, ts, open, high, low, close, volume)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from engine.db.embedded import EmbeddedPostgres
     from engine.db.migrate import migrate
     from engine.loader import load_file
 
     settings = _settings()
     configure_from_settings(settings)
-    embedded = None
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        if settings.database_url is not None:
-            url = settings.database_url.get_secret_value()
-        else:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            was_running = embedded.running_pid() is not None
-            url = embedded.start().url
-            if was_running:
-                embedded = None  # someone else's server: leave it running
-        asyncio.run(migrate(url))
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("loading", total=None)
+        with database_url(settings) as url:
+            asyncio.run(migrate(url))
+            with Progress(*columns, console=console, transient=True) as progress:
+                task = progress.add_task("loading", total=None)
 
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+                def advance(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
 
-            report = asyncio.run(
-                load_file(url, path, symbol=symbol, batch_rows=batch_rows, on_progress=advance)
-            )
+                report = asyncio.run(
+                    load_file(url, path, symbol=symbol, batch_rows=batch_rows, on_progress=advance)
+                )
     except KisrayError as exc:
         raise _fail(exc, 1) from None
-    finally:
-        if embedded is not None:
-            embedded.stop()
     console.print(
         f"{report.rows_read} rows read, {report.rows_changed} new or changed, "
         f"{len(report.symbols)} symbols, {report.first_ts} .. {report.last_ts}, "
@@ -307,13 +305,11 @@ def backfill(
 
     from engine.backfill import backfill_symbol, kst_today
     from engine.chart import parse_symbol
-    from engine.db.embedded import EmbeddedPostgres
     from engine.db.migrate import migrate
     from engine.errors import InvalidRangeError
 
     settings = _settings()
     configure_from_settings(settings)
-    embedded = None
     try:
         code = parse_symbol(symbol)
         try:
@@ -321,32 +317,26 @@ def backfill(
             first = date.fromisoformat(from_) if from_ else last
         except ValueError as exc:
             raise InvalidRangeError(f"--from/--to: {exc}") from None
-        if settings.database_url is not None:
-            url = settings.database_url.get_secret_value()
-        else:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            was_running = embedded.running_pid() is not None
-            url = embedded.start().url
-            if was_running:
-                embedded = None  # someone else's server: leave it running
-        asyncio.run(migrate(url))
-        total = (last - first).days + 1
-        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task(f"backfill {code}", total=max(total, 1))
+        with database_url(settings) as url:
+            asyncio.run(migrate(url))
+            total = (last - first).days + 1
+            columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=True) as progress:
+                task = progress.add_task(f"backfill {code}", total=max(total, 1))
 
-            def advance(day: str, rows: int) -> None:
-                done = last - date(int(day[:4]), int(day[4:6]), int(day[6:])) + timedelta(days=1)
-                progress.update(task, completed=min(total, done.days), description=f"{rows} rows")
+                def advance(day: str, rows: int) -> None:
+                    done = (
+                        last - date(int(day[:4]), int(day[4:6]), int(day[6:])) + timedelta(days=1)
+                    )
+                    progress.update(
+                        task, completed=min(total, done.days), description=f"{rows} rows"
+                    )
 
-            reports = asyncio.run(
-                backfill_symbol(settings, url, code, first, last, gaps=gaps, progress=advance)
-            )
+                reports = asyncio.run(
+                    backfill_symbol(settings, url, code, first, last, gaps=gaps, progress=advance)
+                )
     except KisrayError as exc:
         raise _fail(exc, 1) from None
-    finally:
-        if embedded is not None:
-            embedded.stop()
     if gaps and not reports:
         console.print(f"{code}: no gaps between {first} and {last}")
         return
