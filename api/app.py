@@ -56,6 +56,17 @@ class KisrayIngress:
         self._pool = None
         self._candle_actor = None
         self._candle_actor_name = candle_actor_name  # None: the cluster's "candles" actor
+        self._prewarm_sessions()
+
+    @staticmethod
+    def _prewarm_sessions() -> None:
+        # Create the session pool now, not on the first tab: starting its actors takes seconds.
+        from api.ws import replica_session_pool
+
+        try:
+            replica_session_pool()
+        except Exception:  # a replica must start even if Ray refuses the pool for now
+            logger.exception("could not pre-warm the WebSocket session pool")
 
     def _candles(self):
         if self._candle_actor is None:

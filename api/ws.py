@@ -165,7 +165,7 @@ class ClientSocket:
 _pool: object | None = None
 
 
-def _session_pool() -> object:
+def replica_session_pool() -> object:
     """The named pool's handle, looked up once per replica process."""
     global _pool
     if _pool is None:
@@ -182,7 +182,7 @@ async def serve_socket(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION)
         return
     await websocket.accept()
-    pool = _session_pool()
+    pool = replica_session_pool()
     try:
         hub = await replica_hub(pool=pool)
         lease = await pool.acquire.remote(
@@ -220,7 +220,7 @@ def install_ws_routes(app: FastAPI) -> None:
     @app.get("/ws/stats", include_in_schema=False)
     async def live_stats() -> dict:
         """This replica's hub: sockets, window, batches, deliveries, the fullest outbox."""
-        hub = await replica_hub(pool=_session_pool())
+        hub = await replica_hub(pool=replica_session_pool())
         return hub.stats()
 
     @app.get("/demo", response_class=HTMLResponse, include_in_schema=False)

@@ -49,7 +49,8 @@ async def test_subscribe_receives_only_its_trades_and_pongs(live_url: str) -> No
         session = await next_of(ws, "session")
         assert len(session["id"]) == 32
         await ws.send(json.dumps({"op": "subscribe", "channels": ["trade:005930", "book:005930"]}))
-        subscribed = await next_of(ws, "subscribed")
+        # The session's first /ws client may wait for the socket actor's first connection.
+        subscribed = await next_of(ws, "subscribed", within=30.0)
         assert subscribed["channels"] == ["trade:005930", "book:005930"]
         symbols = set()
         for _ in range(3):
