@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import uuid
@@ -22,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from actors.session import Lease, session_pool
 from api.hub import Hub, replica_hub
+from api.security import bearer_token, token_matches
 from engine.channels import encode, parse_channels
 from engine.config import get_settings
 from engine.errors import BadRequestError, KisrayError, UnauthorizedError
@@ -49,14 +49,10 @@ def check_access(websocket: WebSocket) -> None:
     allowed = settings.cors_origins
     if origin and allowed and "*" not in allowed and origin not in allowed:
         raise UnauthorizedError(f"origin {origin} is not allowed")
-    if settings.api_token is None:
-        return
-    given = websocket.query_params.get("token", "")
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        given = header[7:].strip()
-    expected = settings.api_token.get_secret_value()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    given = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get(
+        "token", ""
+    )
+    if not token_matches(given, settings):
         raise UnauthorizedError("missing or wrong API token")
 
 
