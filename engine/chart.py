@@ -6,10 +6,13 @@ Times are epoch seconds (UTC) throughout; a bucket's time is its start.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,6 +24,7 @@ from engine.calendar import KST_OFFSET, TradingCalendar, daily_stamp
 from engine.db import series as db_series
 from engine.errors import (
     BadRequestError,
+    DatabaseUnavailableError,
     InvalidRangeError,
     InvalidSymbolError,
     NoDataFoundError,
@@ -212,11 +216,26 @@ class ChartService:
         *,
         max_buckets: int = 20_000,
         default_limit: int = 500,
+        db_timeout_s: float = 5.0,
     ) -> None:
         self.pool = pool
         self.calendar = calendar
         self.max_buckets = max_buckets
         self.default_limit = default_limit
+        self.db_timeout_s = db_timeout_s
+
+    @contextlib.asynccontextmanager
+    async def _database(self) -> AsyncIterator[None]:
+        """Bound every read: an exhausted pool or a hung server becomes DB_CONNECTION_ERROR
+        (503) instead of a request that waits forever for a connection."""
+        try:
+            async with asyncio.timeout(self.db_timeout_s):
+                yield
+        except TimeoutError:
+            raise DatabaseUnavailableError(
+                f"the database did not answer within {self.db_timeout_s:g} s "
+                "(pool exhausted or server overloaded)"
+            ) from None
 
     async def series(
         self, query: CandleQuery, forming: FormingBar | None = None, *, now: int | None = None
@@ -258,18 +277,20 @@ class ChartService:
     async def _read(
         self, query: CandleQuery, interval: Interval, first_bucket: int, end_bucket: int
     ) -> tuple[pl.DataFrame, db_series.PriorClose | None]:
-        return await db_series.fetch_candles(
-            self.pool,
-            interval.relation,
-            query.symbol,
-            first_bucket,
-            end_bucket,
-            seed_before=minute_bound(interval, first_bucket),
-        )
+        async with self._database():
+            return await db_series.fetch_candles(
+                self.pool,
+                interval.relation,
+                query.symbol,
+                first_bucket,
+                end_bucket,
+                seed_before=minute_bound(interval, first_bucket),
+            )
 
     async def _default_end(self, query: CandleQuery, forming: FormingBar | None) -> int | None:
         """End of the bucket holding the newest candle (stored or forming)."""
-        latest = await db_series.latest_minute(self.pool, query.symbol)
+        async with self._database():
+            latest = await db_series.latest_minute(self.pool, query.symbol)
         if forming is not None:
             latest = forming.time if latest is None else max(latest, forming.time)
         if latest is None:
@@ -277,7 +298,8 @@ class ChartService:
         return bucket_of_minute(query.interval, latest) + query.interval.seconds
 
     async def symbols(self) -> list[dict]:
-        extents = await db_series.symbol_extents(self.pool)
+        async with self._database():
+            extents = await db_series.symbol_extents(self.pool)
         return [
             {"symbol": e.symbol, "name": e.name, "first": e.first, "last": e.last} for e in extents
         ]
