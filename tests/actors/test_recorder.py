@@ -86,6 +86,11 @@ async def test_recorder_records_the_session_and_survives_being_killed(
             await wait_ready(recorder)
             await asyncio.sleep(6)
             health = await recorder.health.remote()
+            for _ in range(50):  # a flush may be under way at any given instant: let it land
+                if health["backlog"]["batches"] == 0:
+                    break
+                await asyncio.sleep(0.2)
+                health = await recorder.health.remote()
             seq, published = await recorder.forming_updates.remote(0, 2.0)
             forming = await recorder.forming_bars.remote()
         finally:

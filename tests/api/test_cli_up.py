@@ -78,6 +78,12 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
     proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=90)
+        # /health answers while the collector side is still starting; a SIGTERM then is an
+        # interrupted start-up (exit 130). Wait for the banner that ends start-up.
+        deadline = time.monotonic() + 60
+        while "kisray is up" not in (tmp_path / "up.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
+            time.sleep(0.5)
         started = _descendants(proc.pid) + _postgres_on(tmp_path / "data" / "pg")
         assert _postgres_on(tmp_path / "data" / "pg"), "embedded postgres should be running"
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
