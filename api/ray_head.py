@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from api.child_process import die_with_parent
 from engine.errors import StartupError
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class RayHead:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **LOCAL_RAY_ENV, **env},
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
         self._wait_until_listening(timeout)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from api.child_process import die_with_parent
 from engine.errors import StartupError
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class SimulatorProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

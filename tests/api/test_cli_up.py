@@ -114,3 +114,34 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def test_a_killed_up_takes_its_ray_head_and_simulator_with_it(tmp_path: Path) -> None:
+    """SIGKILL gives kisray up no chance to clean up; its children must still go. (The
+    embedded PostgreSQL stays by design: the next start finds and reuses it.)"""
+    port, sim_port = free_port(), free_port()
+    env = _env(tmp_path, port, sim_port)
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=90)
+        children = [
+            p
+            for p in psutil.Process(proc.pid).children()
+            if any(part.endswith(("/ray", "api.cli")) for part in p.cmdline()[:4])
+        ]
+        assert len(children) == 2, [c.cmdline()[:4] for c in children]  # Ray head, simulator
+        watched = children + [d for c in children for d in _descendants(c.pid)]
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 45
+        while _alive(watched) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _alive(watched) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+        from engine.db.embedded import EmbeddedPostgres
+
+        EmbeddedPostgres(tmp_path / "data").stop()
