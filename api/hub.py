@@ -133,13 +133,32 @@ class Hub:
             regs = [c.registration for c in channels if c not in self.index.channels_of(outbox)]
             new = [r for r in dict.fromkeys(regs) if self._regs[r] == 0]
             if new:
-                await self.source.subscribe.remote(self.consumer_id, new)  # may raise the limit
+                await self._subscribe_upstream(new)  # may raise the limit
             self._regs.update(regs)
             self.index.subscribe(outbox, channels)
         candles = [c for c in channels if c.kind == CANDLE]
         if candles:
             self._note_candle_demand()
             await self._send_current_bars(outbox, candles)
+
+    async def _subscribe_upstream(self, new: list[Registration]) -> None:
+        """Subscribe at the socket actor; if it was replaced or forgot us since the last pull,
+        find it, register and retry once, instead of failing the client's subscription."""
+        try:
+            await self.source.subscribe.remote(self.consumer_id, new)
+            return
+        except Exception as exc:
+            cause = _cause(exc)
+            if not isinstance(cause, UnknownConsumerError | ray.exceptions.RayActorError):
+                raise
+            log.warning(
+                "hub %s: socket actor changed (%s); registering again", self.replica_id, exc
+            )
+        if self.resolve is not None:
+            self.source = await asyncio.to_thread(self.resolve)
+        await self.source.register.remote(self.consumer_id)
+        wanted = list(dict.fromkeys([*self._regs, *new]))
+        await self.source.subscribe.remote(self.consumer_id, wanted)
 
     async def unsubscribe(self, outbox: Outbox, channels: list[Channel]) -> None:
         held = self.index.channels_of(outbox)
