@@ -32,8 +32,7 @@ class CandleActor:
     def __init__(self, database_url: str | None = None) -> None:
         settings = get_settings()
         configure_from_settings(settings, console=False)
-        if database_url is None and settings.database_url is not None:
-            database_url = settings.database_url.get_secret_value()
+        database_url = database_url or settings.database_dsn
         self._database_url = database_url
         self._calendar = get_calendar(
             settings.session_open, settings.session_close, settings.closing_call_minutes

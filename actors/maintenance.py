@@ -34,8 +34,7 @@ class MaintenanceActor:
     ) -> None:
         settings = get_settings()
         configure_from_settings(settings, console=False)
-        if database_url is None and settings.database_url is not None:
-            database_url = settings.database_url.get_secret_value()
+        database_url = database_url or settings.database_dsn
         if database_url is None:
             raise DatabaseUnavailableError("storage maintenance needs KISRAY_DATABASE_URL")
         self._url = database_url

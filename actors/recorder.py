@@ -68,8 +68,7 @@ class Recorder:
     ) -> None:
         settings = get_settings()
         configure_from_settings(settings, console=False)
-        if database_url is None and settings.database_url is not None:
-            database_url = settings.database_url.get_secret_value()
+        database_url = database_url or settings.database_dsn
         if database_url is None:
             raise DatabaseUnavailableError("the recorder needs KISRAY_DATABASE_URL")
         self._state_dir = Path(state_dir) if state_dir else settings.data_dir / "recorder"

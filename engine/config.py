@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def database_dsn(self) -> str | None:
+        """The configured database URL as a plain string (None: embedded, or not passed on)."""
+        return self.database_url.get_secret_value() if self.database_url is not None else None
+
+    @property
     def ws_url(self) -> str:
         if self.kis_ws_url:
             return self.kis_ws_url
