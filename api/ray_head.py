@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 # only forbids *joining* worker nodes. Token auth stays on: the token lives in ~/.ray/auth_token.
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
 
+# On SIGTERM `ray start --block` drains the node for up to 30 s so a load balancer can move
+# traffic; ours stops Serve first and its detached actors never return their leases, so the drain
+# could only time out.
+HEAD_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
 
 def use_local_ray_env() -> None:
     """Apply LOCAL_RAY_ENV to this process (the driver) before ray.init."""
@@ -87,7 +92,7 @@ class RayHead:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **LOCAL_RAY_ENV, **env},
+            env={**os.environ, **LOCAL_RAY_ENV, **HEAD_ENV, **env},
             start_new_session=True,
             preexec_fn=die_with_parent,
         )

@@ -133,6 +133,7 @@ class Stack:
         self._simulator.start()
 
     def _start_ray(self) -> None:
+        from api.ingress import direct_ingress_env
         from api.ray_head import RayHead, use_local_ray_env
 
         if self.ray_address is None:
@@ -152,7 +153,7 @@ class Stack:
             resources = {COLLECTOR_RESOURCE: 1} if self.with_collector else None
             head = RayHead(self.settings.log_dir / "ray-head.log", resources=resources)
             self._ray_head = head
-            head.start(env_vars)
+            head.start({**env_vars, **direct_ingress_env(self.settings.port)})
             address = head.address
         try:
             ray.init(
@@ -172,7 +173,16 @@ class Stack:
 
         from api.app import build_app
 
-        serve.start(http_options={"host": self.settings.host, "port": self.settings.port})
+        if self._ray_head is not None:
+            # Our own head runs direct ingress (api/ingress.py): the replica answers on KISRAY_PORT
+            # itself; Serve's proxy, which starts regardless, gets a spare port. The replica's
+            # server takes its host from the same options.
+            from api.ray_head import free_port
+
+            proxy_port = free_port(self.settings.host)
+            serve.start(http_options={"host": self.settings.host, "port": proxy_port})
+        else:  # a cluster we joined: its Serve proxy is the entry point
+            serve.start(http_options={"host": self.settings.host, "port": self.settings.port})
         self._serve_started = True
         serve.run(build_app(), name=SERVE_APP_NAME, route_prefix="/", blocking=False)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from api.ingress import direct_ingress_env
 from api.ray_head import LOCAL_RAY_ENV
 from engine.db.embedded import EmbeddedPostgres, EmbeddedStatus
 
@@ -29,6 +30,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _free_port_range(count: int) -> int:
+    """A first port whose next `count - 1` neighbours are free too."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+SERVE_PORTS = 4  # the main app's replica and the isolated stack's, with room for a restart
+SERVE_PORT = _free_port_range(SERVE_PORTS)
 
 
 @pytest.fixture(scope="session")
@@ -120,13 +139,22 @@ def ray_cluster(kisray_home: Path, migrated_url: str) -> Iterator[None]:
         "KISRAY_DATA_DIR": str(kisray_home / "data"),
         "KISRAY_LOG_DIR": str(kisray_home / "logs"),
     }
-    ray.init(
-        address="local",
-        namespace="kisray",
-        include_dashboard=False,
-        runtime_env={"env_vars": env_vars},
-        log_to_driver=False,
-    )
+    # Like `kisray up`, the session's Serve app answers on its replica's own port (direct
+    # ingress). Only the raylet started here may see these: subprocess clusters of other tests
+    # must not compete for the same ports.
+    saved = dict(os.environ)
+    os.environ.update(direct_ingress_env(SERVE_PORT, ports=SERVE_PORTS))
+    try:
+        ray.init(
+            address="local",
+            namespace="kisray",
+            include_dashboard=False,
+            runtime_env={"env_vars": env_vars},
+            log_to_driver=False,
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     yield
     try:
         from ray import serve
@@ -137,13 +165,26 @@ def ray_cluster(kisray_home: Path, migrated_url: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def serve_url(ray_cluster: None) -> str:
-    """Base URL of the kisray Serve app running on the session's Ray cluster."""
+def serve_proxy_url(ray_cluster: None) -> str:
+    """Serve's proxy: it routes every application of the session by its route prefix."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def serve_url(serve_proxy_url: str) -> str:
+    """Base URL of the kisray Serve app: its replica's own port, as `kisray up` serves it."""
+    import httpx
     from ray import serve
 
     from api.app import build_app
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(), name="kisray", route_prefix="/")
-    return f"http://127.0.0.1:{port}"
+    # The first ingress replica takes the lowest port of the range; the isolated stack's comes
+    # later and is reached through the proxy.
+    url = f"http://127.0.0.1:{SERVE_PORT}"
+    assert httpx.get(f"{url}/openapi.json", timeout=30).status_code == 200
+    return url

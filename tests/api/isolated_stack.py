@@ -73,7 +73,7 @@ async def _prepare(url: str) -> None:
 
 
 def isolated_stack(
-    serve_url: str, config: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+    serve_proxy_url: str, config: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> IsolatedStack:
     """The stack, started on the first call of the session; a module's `iso` fixture calls it."""
     global _stack
@@ -111,5 +111,5 @@ def isolated_stack(
         ray_actor_options={"num_cpus": 0, "runtime_env": runtime_env}
     ).bind(candle_actor_name=CANDLE_ACTOR)
     serve.run(ingress, name=APP_NAME, route_prefix=PREFIX)
-    _stack = IsolatedStack(f"{serve_url}{PREFIX}", database, url, log_dir, actor)
+    _stack = IsolatedStack(f"{serve_proxy_url}{PREFIX}", database, url, log_dir, actor)
     return _stack

@@ -15,9 +15,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def iso(
-    serve_url: str, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+    serve_url: str,  # deployed first, so it holds the first direct-ingress port
+    serve_proxy_url: str,
+    pytestconfig: pytest.Config,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> IsolatedStack:
-    return isolated_stack(serve_url, pytestconfig, tmp_path_factory)
+    return isolated_stack(serve_proxy_url, pytestconfig, tmp_path_factory)
 
 
 PARAMS = {"interval": "5m", "from": "2023-06-12T09:00", "to": "2023-06-12T10:00"}
