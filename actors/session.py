@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 POOL_NAME = "session-pool"
 NAMESPACE = "kisray"
+RESUME_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,8 @@ class SessionPool:
 
     async def acquire(self, client_id: str, replica_id: str, resume: str | None = None) -> Lease:
         self._ensure_tasks()
+        if resume:
+            await self._wait_for_release(resume)
         parked = self._parked.pop(resume, None) if resume else None
         if parked is not None and resume is not None:
             actor = parked[0]
@@ -163,9 +166,16 @@ class SessionPool:
             session_id = uuid.uuid4().hex
             channels = ()
         self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
-        await actor.open.remote(client_id)
+        actor.open.remote(client_id)  # bookkeeping only: the new tab does not wait for it
         self._ensure_tasks()  # refill behind the lease, not in front of it
         return Lease(session_id, actor, channels)
+
+    async def _wait_for_release(self, session_id: str) -> None:
+        """A tab that reconnects at once can be faster than its old socket's release (the server
+        notices the close a moment later): give that release a moment before starting afresh."""
+        deadline = time.monotonic() + RESUME_WAIT_S
+        while session_id in self._leased and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def renew(self, replica_id: str, session_ids: list[str]) -> None:
         """One call per replica per period keeps all its sessions alive."""
