@@ -32,8 +32,9 @@ from collections.abc import Callable
 import ray
 
 from engine.channels import CANDLE, Channel, WindowCoalescer, candle_message, encode
+from engine.config import get_settings
 from engine.errors import UnknownConsumerError
-from engine.fanout import FanoutIndex, Outbox
+from engine.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
 from engine.kis.registry import Registration
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 SOCKET_ACTOR = "kis-socket"
 NAMESPACE = "kisray"
 PULL_WAIT_S = 1.0
-FRAME_BUDGET = 1000.0  # frames per second per replica, all sockets together
 RENEW_EVERY_S = 3.0
 RECORDER_ACTOR = "recorder"
 FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
@@ -61,6 +61,7 @@ class Hub:
         *,
         window_s: float = 0.02,
         max_window_s: float = 0.1,
+        frame_budget: float = 1000.0,
         resolve: Callable[[], object] | None = None,
         resolve_recorder: Callable[[], object] | None = None,
     ) -> None:
@@ -72,6 +73,7 @@ class Hub:
         self.base_window_s = window_s
         self.window_s = window_s
         self.max_window_s = max_window_s
+        self.frame_budget = frame_budget  # frames per second, all sockets together
         self.index = FanoutIndex()
         self.window = WindowCoalescer()
         self.sessions: dict[Outbox, str] = {}
@@ -84,6 +86,8 @@ class Hub:
         self.deliveries = 0
         self.pull_s = 0.0
         self.last_batch_records = 0
+        self.closed_high_water = 0  # the fullest outbox of the sockets that have closed
+        self.slow_consumers = 0  # sockets cut with SLOW_CONSUMER
         # The candle source: the recorder's forming bars, or (no recorder) the trade-built ones.
         self.resolve_recorder = resolve_recorder or _find_recorder
         self.recorder: object | None = None
@@ -124,6 +128,8 @@ class Hub:
         channels = self.index.channels_of(outbox)
         self.index.remove(outbox)
         self.sessions.pop(outbox, None)
+        self.closed_high_water = max(self.closed_high_water, outbox.high_water_bytes)
+        self.slow_consumers += outbox.overflowed
         self._note_candle_demand()
         await self._release([c.registration for c in channels])
 
@@ -314,7 +320,7 @@ class Hub:
 
     def _adapt(self, spent: float) -> None:
         cost = getattr(self, "_last_cost", 0.0)
-        floor = min(self.max_window_s, max(self.base_window_s, len(self.index) / FRAME_BUDGET))
+        floor = min(self.max_window_s, max(self.base_window_s, len(self.index) / self.frame_budget))
         if cost > self.window_s / 2 and self.window_s < self.max_window_s:
             self.window_s = min(self.max_window_s, self.window_s * 2)
         elif cost < self.window_s / 8 and self.window_s > floor:
@@ -365,7 +371,11 @@ class Hub:
             "candle_source": self.candle_source,
             "forming_polls": self.forming_polls,
             "outbox_max_bytes": max((o.pending_bytes for o in self.sessions), default=0),
-            "outbox_high_water": max((o.high_water_bytes for o in self.sessions), default=0),
+            "outbox_high_water": max(
+                self.closed_high_water, *(o.high_water_bytes for o in self.sessions)
+            ),
+            "outbox_limit": DEFAULT_MAX_BYTES,
+            "slow_consumers": self.slow_consumers,
         }
 
 
@@ -389,7 +399,14 @@ async def replica_hub(source: object | None = None, pool: object | None = None) 
                     return ray.get_actor(SOCKET_ACTOR, namespace=NAMESPACE)
 
                 source = resolve()
-            hub = Hub(source, pool, resolve=resolve)
+            settings = get_settings()
+            hub = Hub(
+                source,
+                pool,
+                window_s=settings.ws_window_ms / 1000,
+                frame_budget=settings.ws_frame_budget,
+                resolve=resolve,
+            )
             await hub.start()
             _hub = hub
         return _hub

@@ -43,6 +43,7 @@ ALL_CHANNELS = [f"{k}:{s}" for s in SYMBOLS for k in ("trade", "book")] + [
     f"candle:{s}:1m" for s in SYMBOLS
 ]
 PY = sys.executable
+SHIPPED = "direct"
 
 
 def free_port() -> int:
@@ -244,6 +245,8 @@ async def load(args: argparse.Namespace) -> dict:
     await asyncio.sleep(args.warmup)
     print("READY", flush=True)  # the orchestrator samples server CPU and memory from here
     t0 = time.time()
+    watch = StatsWatch(args.url)
+    watcher = asyncio.create_task(watch.run())
     await asyncio.sleep(args.duration)
     t1 = time.time()
     # New tabs while the load runs: connect → first trade message.
@@ -260,9 +263,13 @@ async def load(args: argparse.Namespace) -> dict:
         new_tab.append(((tab.first_at or time.time()) - started) * 1000)
         await asyncio.sleep(0.3)
     await asyncio.sleep(1.0)  # stragglers of the measured interval
+    watcher.cancel()
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     latencies, delivered, expected, unmatched = [], 0, 0, 0
+    # The others' latency while the non-reader was still connected, and after it was cut.
+    cut_at = watch.cut_at or float("inf")
+    before_cut, after_cut = [], []
     for c in clients:
         expected += tap.count(c.symbols, t0, t1)
         for symbol, first, recv, n in c.samples:
@@ -272,11 +279,13 @@ async def load(args: argparse.Namespace) -> dict:
                 continue
             if t0 <= at < t1:
                 latencies.append((recv - at) * 1000)
+                (before_cut if recv < cut_at else after_cut).append(latencies[-1])
                 delivered += n
     latencies.sort()
 
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else -1
+    def pct(p: float, values: list[float] | None = None) -> float:
+        values = latencies if values is None else sorted(values)
+        return values[min(len(values) - 1, int(p * len(values)))] if values else -1
 
     return {
         "p50_ms": pct(0.50),
@@ -291,7 +300,36 @@ async def load(args: argparse.Namespace) -> dict:
         "new_tab_max_ms": max(new_tab) if new_tab else -1,
         "closed": [c.closed_with for c in clients if c.closed_with],
         "stall_closed_with": stall.closed_with if stall else None,
+        "duration_s": t1 - t0,
+        "stall_cut_after_s": (watch.cut_at - t0 + args.warmup) if watch.cut_at else None,
+        "p99_before_cut_ms": pct(0.99, before_cut),
+        "p99_after_cut_ms": pct(0.99, after_cut),
+        "outbox_high_water": watch.high_water,
+        "outbox_limit": watch.limit,
     }
+
+
+class StatsWatch:
+    """Polls the replica's /ws/stats: the fullest outbox and when a client was cut."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.url = ws_url.replace("ws://", "http://").split("/ws")[0] + "/ws/stats"
+        self.high_water = 0
+        self.limit = 0
+        self.cut_at: float | None = None
+
+    async def run(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=5) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    stats = (await client.get(self.url)).json()
+                    self.high_water = max(self.high_water, stats.get("outbox_high_water", 0))
+                    self.limit = stats.get("outbox_limit", 0)
+                    if stats.get("slow_consumers") and self.cut_at is None:
+                        self.cut_at = time.time()
+                await asyncio.sleep(0.5)
 
 
 # -- orchestration --------------------------------------------------------------------------------
@@ -323,10 +361,17 @@ def uss_mb(procs: list[psutil.Process]) -> float:
 
 
 def run_load(
-    url: str, sim_port: int, per_client: list[list[str]], pids, *, stall=False, new_tabs=0
+    url: str,
+    sim_port: int,
+    per_client: list[list[str]],
+    pids,
+    *,
+    stall=False,
+    new_tabs=0,
+    duration=12,
 ) -> dict:
     cmd = [PY, __file__, "--load", "--url", url, "--sim-port", str(sim_port)]
-    cmd += ["--channels", json.dumps(per_client), "--duration", "12", "--warmup", "4"]
+    cmd += ["--channels", json.dumps(per_client), "--duration", str(duration), "--warmup", "4"]
     cmd += ["--new-tabs", str(new_tabs)] + (["--stall"] if stall else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -336,7 +381,7 @@ def run_load(
     me = [psutil.Process(proc.pid)]
     c0, w0, l0 = cpu_seconds(procs), time.monotonic(), cpu_seconds(me)
     mem = uss_mb(procs)
-    time.sleep(10)
+    time.sleep(min(10, duration))
     wall = time.monotonic() - w0
     cpu = (cpu_seconds(procs) - c0) / wall * 100
     load_cpu = (cpu_seconds(me) - l0) / wall * 100
@@ -354,28 +399,16 @@ def ray_pids() -> set[int]:
     return kids | {me.pid}
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def direct_port(before: set[int]) -> int:
-    """The replica's own HTTP port under direct ingress (Serve picks it from 30000 up)."""
-    import httpx
-
-    for port in range(30000, 30200):
-        if port in before or not listening(port):
-            continue
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/demo", timeout=2).status_code == 200:
-                return port
-    raise RuntimeError("no replica port found for direct ingress")
-
-
 def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
-    """Loads (a) and (b) against /ws on a fresh local Ray, through the proxy or direct."""
+    """Loads (a) and (b) against /ws on a fresh local Ray, through the proxy or direct.
+
+    "direct" is what `kisray up` runs: the replica's own server on the one port (api/ingress.py).
+    """
+    from api.ingress import direct_ingress_env
+
+    direct = free_port()
     if ingress == "direct":
-        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # before Ray starts: inherited
+        os.environ.update(direct_ingress_env(direct))  # before Ray starts: inherited
     import ray
     from ray import serve
 
@@ -384,13 +417,12 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
     from tests.api.ws_support import kill_socket_actor, start_socket_actor
 
     serve_port = free_port()
-    before = {p for p in range(30000, 30200) if listening(p)}
     ray.init(address="local", namespace="kisray", include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
         serve.run(build_app(), name="kisray", route_prefix="/")
         upstream = start_socket_actor(f"ws://127.0.0.1:{sim_port}", f"http://127.0.0.1:{sim_port}")
-        port = direct_port(before) if ingress == "direct" else serve_port
+        port = direct if ingress == "direct" else serve_port
         url = f"ws://127.0.0.1:{port}/ws?batch=1"
 
         def pids() -> set[int]:
@@ -400,8 +432,19 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
         idle_mb = uss_mb(server_processes(pids()))
         pool = session_pool(0, park_s=5.0)  # short parking: (b) reuses (a)'s actors
         ray.get(pool.prewarm.remote(56, hold_s=600))  # 50 clients + the new tabs + slack
-        a = run_load(url, sim_port, [ALL_CHANNELS] * 50, pids, stall=stall, new_tabs=5)
-        a["mb_per_client"] = (a["uss_mb"] - idle_mb) / (51 if stall else 50)
+        # The shipped design runs (a) for 60 s with a client that reads nothing (the issue's
+        # slow-consumer case); the comparison design for 12 s.
+        long = stall and ingress == SHIPPED
+        a = run_load(
+            url,
+            sim_port,
+            [ALL_CHANNELS] * 50,
+            pids,
+            stall=long,
+            new_tabs=5,
+            duration=60 if long else 12,
+        )
+        a["mb_per_client"] = (a["uss_mb"] - idle_mb) / (51 if long else 50)
         three = [
             [f"{k}:{SYMBOLS[(i * 3 + j) % 20]}" for j in range(3) for k in ("trade", "book")]
             + [f"candle:{SYMBOLS[(i * 3 + j) % 20]}:1m" for j in range(3)]
@@ -426,7 +469,7 @@ def run_child_design(ingress: str, sim_port: int, stall: bool) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main(stall: bool = True, designs: tuple[str, ...] = ("proxy", "direct")) -> None:
+def main(stall: bool = True, designs: tuple[str, ...] = ("direct", "proxy")) -> None:
     sim_port, base_port = free_port(), free_port()
     children: list[subprocess.Popen] = []
 
@@ -453,8 +496,8 @@ def main(stall: bool = True, designs: tuple[str, ...] = ("proxy", "direct")) -> 
                 proc.wait(10)
 
     best = min(designs, key=lambda d: results[d]["a"]["p99_ms"])
-    # RESULT reports what `kisray up` serves: one URL, through Serve's proxy.
-    shipped = "proxy" if "proxy" in designs else best
+    # RESULT reports what `kisray up` serves: direct ingress on its one port.
+    shipped = SHIPPED if SHIPPED in designs else best
     a, b = results[shipped]["a"], results[shipped]["b"]
     rows = []
     for d in designs:
@@ -480,7 +523,18 @@ def main(stall: bool = True, designs: tuple[str, ...] = ("proxy", "direct")) -> 
     print(f"new tab → first trade: median {a['new_tab_ms']:.0f} ms, max {a['new_tab_max_ms']:.0f}")
     print(f"new tab during (b): median {b['new_tab_ms']:.0f} ms, max {b['new_tab_max_ms']:.0f}")
     print(f"memory per client (USS growth incl. session actor): {a['mb_per_client']:.1f} MB")
-    print(f"client that read nothing: {a['stall_closed_with'] or 'still connected'}")
+    if a["stall_closed_with"] is not None:
+        cut = a["stall_cut_after_s"]
+        print(
+            f"client that read nothing for {a['duration_s']:.0f} s: {a['stall_closed_with']}"
+            + (f", cut {cut:.1f} s after it connected" if cut is not None else "")
+            + f"; fullest outbox {a['outbox_high_water'] / 2**20:.2f} MB"
+            f" (bound {a['outbox_limit'] / 2**20:.2f} MB)"
+        )
+        print(
+            f"others' p99 while it was connected {a['p99_before_cut_ms']:.1f} ms, "
+            f"after it was cut {a['p99_after_cut_ms']:.1f} ms"
+        )
     print(f"clients closed during (a)/(b)/(c): {a['closed']} / {b['closed']} / {c['closed']}")
     result = {
         "a_p99_ms": round(a["p99_ms"], 1),
@@ -506,7 +560,7 @@ if __name__ == "__main__":
     parser.add_argument("--new-tabs", type=int, default=0)
     parser.add_argument("--stall", action="store_true")
     parser.add_argument("--design", choices=["proxy", "direct"])
-    parser.add_argument("--designs", default="proxy,direct")
+    parser.add_argument("--designs", default="direct,proxy")
     parser.add_argument("--no-stall", action="store_true", help="(a) without the non-reader")
     ns = parser.parse_args()
     if ns.sim:

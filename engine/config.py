@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     ws_session_pool: int = Field(
         default=8, ge=0, le=1000, description="pre-warmed session actors kept idle for new tabs"
     )
+    ws_window_ms: float = Field(
+        default=20.0,
+        ge=1.0,
+        le=1000.0,
+        description="shortest fan-out window: a replica pulls upstream and writes to each "
+        "socket at most once per window",
+    )
+    ws_frame_budget: float = Field(
+        default=1000.0,
+        ge=10.0,
+        description="frames per second one replica writes over all its sockets; the window "
+        "grows to sockets / budget",
+    )
 
     # Recorder and backfill (docs/recorder.md).
     kis_rest_rate: float | None = Field(
