@@ -19,6 +19,7 @@ from api import metrics
 from api.candles_routes import candle_query, udf_config, udf_query, udf_symbol_info
 from api.errors import install_error_handlers
 from api.health import snapshot
+from api.ingress import set_ws_compression
 from api.middleware import install_middleware
 from api.ws import install_ws_routes
 from engine.chart import parse_symbol
@@ -56,6 +57,8 @@ class KisrayIngress:
         self._pool = None
         self._candle_actor = None
         self._candle_actor_name = candle_actor_name  # None: the cluster's "candles" actor
+        # Before Serve starts this replica's HTTP server, which happens after the constructor.
+        set_ws_compression(self.settings.ws_compression)
         self._prewarm_sessions()
 
     @staticmethod

@@ -12,6 +12,10 @@ works with one ingress replica per node, which is what a single-node stack runs.
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+
 
 def direct_ingress_env(port: int, ports: int = 1) -> dict[str, str]:
     """Environment for a Ray node whose ingress replicas listen on `port` … `port + ports - 1`."""
@@ -24,4 +28,41 @@ def direct_ingress_env(port: int, ports: int = 1) -> dict[str, str]:
         "RAY_SERVE_PORT_QUARANTINE_S": "0",
         # Likewise no load balancer needs time to deregister a stopping replica.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+        # Run the app on the replica's server loop. In its own thread (Serve's default) every
+        # ASGI message crosses an unbounded queue, so `send` never waits for a slow client: a
+        # tab that stopped reading grew the replica by ~0.6 MB/s until a keepalive timeout cut
+        # it, and the outbox bound (SLOW_CONSUMER) never saw the back-pressure.
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     }
+
+
+def serves_directly() -> bool:
+    """Whether this process's Ray node was started with direct ingress (a joined cluster whose
+    head exported `direct_ingress_env`, as deploy/docker/head.sh does)."""
+    return os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1"
+
+
+def set_ws_compression(enabled: bool) -> None:
+    """permessage-deflate for the WebSockets of this process's HTTP servers.
+
+    uvicorn enables it by default and Serve builds uvicorn's Config without a way to pass the
+    option, so the default is changed here, in the replica, before Serve starts its server. It
+    costs ~0.14 ms of CPU per 25 KB frame (~8× fewer bytes): at 2,000 frames/s, 29 % of a core,
+    three quarters of the replica's CPU in the fan-out bench (docs/fanout.md).
+    """
+    import uvicorn.config
+
+    config = uvicorn.config.Config
+    original = getattr(config.__init__, "__wrapped__", config.__init__)
+
+    @functools.wraps(original)
+    def init(self, *args, **kwargs) -> None:
+        kwargs.setdefault("ws_per_message_deflate", enabled)
+        original(self, *args, **kwargs)
+
+    config.__init__ = init
+
+
+if __name__ == "__main__":  # `export $(python -m api.ingress 8000)` before `ray start --head`
+    for key, value in direct_ingress_env(int(sys.argv[1])).items():
+        print(f"{key}={value}")

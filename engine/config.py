@@ -94,14 +94,18 @@ class Settings(BaseSettings):
         default=8, ge=0, le=1000, description="pre-warmed session actors kept idle for new tabs"
     )
     ws_window_ms: float = Field(
-        default=20.0,
+        default=10.0,
         ge=1.0,
         le=1000.0,
         description="shortest fan-out window: a replica pulls upstream and writes to each "
         "socket at most once per window",
     )
+    ws_compression: bool = Field(
+        default=False,
+        description="permessage-deflate on /ws: ~8x fewer bytes for ~0.14 ms CPU per 25 KB frame",
+    )
     ws_frame_budget: float = Field(
-        default=1000.0,
+        default=2000.0,
         ge=10.0,
         description="frames per second one replica writes over all its sockets; the window "
         "grows to sockets / budget",

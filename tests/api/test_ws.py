@@ -198,3 +198,41 @@ async def test_candle_channel_is_the_recorders_forming_bar(
         if watcher is not None:
             watcher.cancel()
         ray.kill(recorder, no_restart=True)
+
+
+async def test_a_new_tab_takes_a_session_leased_ahead(live_url: str) -> None:
+    """The replica keeps sessions leased before tabs arrive, so a new tab skips the pool's
+    round trip; each one taken is replaced, and the pool counts them as leased."""
+    from actors.session import session_pool
+    from api.hub import SPARE_LEASES
+
+    stats_url = live_url.replace("ws://", "http://") + "/stats"
+
+    async def spares() -> int:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(stats_url, timeout=10)).json()["spare_leases"]
+
+    async def wait_for_spares() -> None:
+        for _ in range(300):
+            if await spares() >= SPARE_LEASES:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the replica holds {await spares()} spare leases after 30 s")
+
+    await wait_for_spares()
+    pool = session_pool()
+    leased_before = (await pool.stats.remote())["leased"]
+    async with websockets.connect(live_url) as ws:
+        first = (await next_of(ws, "session"))["id"]
+        await wait_for_spares()  # the one taken was replaced
+        assert (await pool.stats.remote())["leased"] == leased_before + 1
+        async with websockets.connect(live_url) as other:
+            assert (await next_of(other, "session"))["id"] != first
+
+
+async def test_frames_are_not_compressed_by_default(live_url: str) -> None:
+    """Deflate would cost ~0.14 ms of CPU per 25 KB frame (KISRAY_WS_COMPRESSION turns it on):
+    the client offers permessage-deflate, as browsers do, and the server declines."""
+    async with websockets.connect(live_url, compression="deflate") as ws:
+        assert ws.response.status_code == 101
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
