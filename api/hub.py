@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import ray
 
+from actors.session import Lease
 from engine.channels import CANDLE, Channel, WindowCoalescer, candle_message, encode
 from engine.config import get_settings
 from engine.errors import UnknownConsumerError
@@ -43,6 +44,7 @@ SOCKET_ACTOR = "kis-socket"
 NAMESPACE = "kisray"
 PULL_WAIT_S = 1.0
 RENEW_EVERY_S = 3.0
+SPARE_LEASES = 2  # sessions a replica leases ahead of its next sockets
 RECORDER_ACTOR = "recorder"
 FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
 RECORDER_RECHECK_S = 5.0
@@ -68,6 +70,10 @@ class Hub:
         self.source = source  # actor handle with the KisFeed consumer methods
         self.resolve = resolve
         self.pool = pool  # SessionPool handle, renewed for all sockets at once
+        # Sessions leased before any socket asks, so a new tab skips the pool's round trip.
+        self.spare_target = SPARE_LEASES if pool is not None else 0
+        self.spare_leases: list[Lease] = []
+        self._spares_task: asyncio.Task[None] | None = None
         self.replica_id = uuid.uuid4().hex[:12]
         self.consumer_id = f"hub-{self.replica_id}"
         self.base_window_s = window_s
@@ -86,6 +92,8 @@ class Hub:
         self.deliveries = 0
         self.pull_s = 0.0
         self.last_batch_records = 0
+        self._last_cost = 0.0  # seconds the last window took to render and publish
+        self.lag_s = 0.0  # how late the pump wakes up, smoothed
         self.closed_high_water = 0  # the fullest outbox of the sockets that have closed
         self.slow_consumers = 0  # sockets cut with SLOW_CONSUMER
         # The candle source: the recorder's forming bars, or (no recorder) the trade-built ones.
@@ -106,8 +114,16 @@ class Hub:
             asyncio.create_task(self._renew(), name="hub-renew"),
             asyncio.create_task(self._candles(), name="hub-candles"),
         ]
+        self._refill_spares()
 
     async def stop(self) -> None:
+        for task in [*self._tasks, self._spares_task]:
+            if task is not None:
+                task.cancel()
+        for lease in self.spare_leases:
+            with contextlib.suppress(Exception):
+                await self.pool.release.remote(lease.session_id, park=False)
+        self.spare_leases.clear()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -201,9 +217,14 @@ class Hub:
                 self.last_batch_records = len(batch.records)
                 self._deliver(batch)
             spent = time.monotonic() - started
-            self._adapt(spent)
+            self._adapt()
             # Let the next window fill: one pull per window bounds the Ray calls per second.
-            await asyncio.sleep(max(0.0, self.window_s - spent))
+            delay = max(0.0, self.window_s - spent)
+            due = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            # How late the loop gave control back: the sockets' writes, other requests, or a
+            # CPU shared with other processes. Smoothed over a few windows.
+            self.lag_s = 0.8 * self.lag_s + 0.2 * max(0.0, time.monotonic() - due)
 
     def _deliver(self, batch: object) -> None:
         t0 = time.monotonic()
@@ -318,13 +339,17 @@ class Hub:
         if messages:
             self.deliveries += self.index.publish(messages)
 
-    def _adapt(self, spent: float) -> None:
-        cost = getattr(self, "_last_cost", 0.0)
+    def _adapt(self) -> None:
+        """Grow the window while rendering takes over half of it (the replica cannot keep up:
+        fewer, larger frames); shrink it back when cheap. The loop's lateness (`lag_ms` in the
+        stats) is not a signal here: it mostly measures other processes sharing the CPU, and
+        widening on it doubled p99 in the bench (docs/fanout.md)."""
+        busy = self._last_cost
         floor = min(self.max_window_s, max(self.base_window_s, len(self.index) / self.frame_budget))
-        if cost > self.window_s / 2 and self.window_s < self.max_window_s:
-            self.window_s = min(self.max_window_s, self.window_s * 2)
-        elif cost < self.window_s / 8 and self.window_s > floor:
-            self.window_s = max(floor, self.window_s / 2)
+        if busy > self.window_s / 2 and self.window_s < self.max_window_s:
+            self.window_s = min(self.max_window_s, self.window_s * 1.5)
+        elif busy < self.window_s / 8 and self.window_s > floor:
+            self.window_s = max(floor, self.window_s / 1.5)
         self.window_s = max(self.window_s, floor)
 
     async def _recover(self, exc: Exception) -> None:
@@ -346,13 +371,38 @@ class Hub:
             log.warning("hub %s re-register failed: %s", self.replica_id, again)
             await asyncio.sleep(1.0)
 
+    # -- sessions: a few leased ahead -------------------------------------------------------
+
+    async def take_lease(self, client_id: str) -> Lease:
+        """A session for a new socket: a spare one at once, else a round trip to the pool."""
+        if self.spare_leases:
+            lease = self.spare_leases.pop()
+        else:
+            lease = await self.pool.acquire.remote(client_id, self.replica_id, None)
+        self._refill_spares()
+        return lease
+
+    def _refill_spares(self) -> None:
+        if self.spare_target and (self._spares_task is None or self._spares_task.done()):
+            self._spares_task = asyncio.create_task(self._fill_spares(), name="hub-spares")
+
+    async def _fill_spares(self) -> None:
+        while len(self.spare_leases) < self.spare_target:
+            try:
+                lease = await self.pool.acquire.remote(uuid.uuid4().hex, self.replica_id, None)
+            except Exception as exc:  # the next socket pays the round trip and tries again
+                log.warning("hub %s: could not lease a spare session: %s", self.replica_id, exc)
+                return
+            self.spare_leases.append(lease)
+
     async def _renew(self) -> None:
         """Keep the socket actor's lease and the session pool's leases: one call each."""
         while True:
             await asyncio.sleep(RENEW_EVERY_S)
+            held = [*self.sessions.values(), *(lease.session_id for lease in self.spare_leases)]
             try:
-                if self.pool is not None and self.sessions:
-                    await self.pool.renew.remote(self.replica_id, list(self.sessions.values()))
+                if self.pool is not None and held:
+                    await self.pool.renew.remote(self.replica_id, held)
             except Exception as exc:
                 log.warning("session lease renewal failed: %s", exc)
 
@@ -366,16 +416,18 @@ class Hub:
             "records": self.records,
             "deliveries": self.deliveries,
             "pull_ms": round(self.pull_s * 1000, 1),
-            "deliver_ms": round(getattr(self, "_last_cost", 0.0) * 1000, 1),
+            "deliver_ms": round(self._last_cost * 1000, 1),
+            "lag_ms": round(self.lag_s * 1000, 1),
             "last_batch_records": self.last_batch_records,
             "candle_source": self.candle_source,
             "forming_polls": self.forming_polls,
             "outbox_max_bytes": max((o.pending_bytes for o in self.sessions), default=0),
             "outbox_high_water": max(
-                self.closed_high_water, *(o.high_water_bytes for o in self.sessions)
+                [self.closed_high_water, *(o.high_water_bytes for o in self.sessions)]
             ),
             "outbox_limit": DEFAULT_MAX_BYTES,
             "slow_consumers": self.slow_consumers,
+            "spare_leases": len(self.spare_leases),
         }
 
 

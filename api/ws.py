@@ -181,9 +181,11 @@ async def serve_socket(websocket: WebSocket) -> None:
     pool = replica_session_pool()
     try:
         hub = await replica_hub(pool=pool)
-        lease = await pool.acquire.remote(
-            uuid.uuid4().hex, hub.replica_id, websocket.query_params.get("resume")
-        )
+        resume = websocket.query_params.get("resume")
+        if resume:
+            lease = await pool.acquire.remote(uuid.uuid4().hex, hub.replica_id, resume)
+        else:
+            lease = await hub.take_lease(uuid.uuid4().hex)
     except Exception as exc:
         log.warning("live data unavailable: %s", exc)
         with contextlib.suppress(Exception):
