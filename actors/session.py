@@ -110,6 +110,7 @@ class SessionPool:
         self._idle: list[object] = []
         self._leased: dict[str, tuple[object, str, float]] = {}  # id → (actor, replica, expiry)
         self._parked: dict[str, tuple[object, float]] = {}  # id → (actor, expiry)
+        self._released = asyncio.Condition()  # a lease ended: a waiting resume may take it
         self._starting = 0
         self._hold_until = 0.0
         self.started = 0
@@ -173,9 +174,9 @@ class SessionPool:
     async def _wait_for_release(self, session_id: str) -> None:
         """A tab that reconnects at once can be faster than its old socket's release (the server
         notices the close a moment later): give that release a moment before starting afresh."""
-        deadline = time.monotonic() + RESUME_WAIT_S
-        while session_id in self._leased and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RESUME_WAIT_S), self._released:
+                await self._released.wait_for(lambda: session_id not in self._leased)
 
     async def renew(self, replica_id: str, session_ids: list[str]) -> None:
         """One call per replica per period keeps all its sessions alive."""
@@ -190,6 +191,8 @@ class SessionPool:
         held = self._leased.pop(session_id, None)
         if held is None:
             return
+        async with self._released:
+            self._released.notify_all()
         if park and self.park_s > 0:
             self._parked[session_id] = (held[0], time.monotonic() + self.park_s)
         else:
