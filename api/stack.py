@@ -172,8 +172,9 @@ class Stack:
         from ray import serve
 
         from api.app import build_app
+        from api.ingress import serves_directly
 
-        if self._ray_head is not None:
+        if self._ray_head is not None or serves_directly():
             # Our own head runs direct ingress (api/ingress.py): the replica answers on KISRAY_PORT
             # itself; Serve's proxy, which starts regardless, gets a spare port. The replica's
             # server takes its host from the same options.
@@ -181,7 +182,7 @@ class Stack:
 
             proxy_port = free_port(self.settings.host)
             serve.start(http_options={"host": self.settings.host, "port": proxy_port})
-        else:  # a cluster we joined: its Serve proxy is the entry point
+        else:  # a cluster started without it: its Serve proxy is the entry point
             serve.start(http_options={"host": self.settings.host, "port": self.settings.port})
         self._serve_started = True
         serve.run(build_app(), name=SERVE_APP_NAME, route_prefix="/", blocking=False)

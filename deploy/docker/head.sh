@@ -4,6 +4,10 @@
 # Arguments are passed to `kisray up`. SIGTERM (docker stop) stops kisray first, then the node.
 set -eu
 
+# Direct ingress: the Serve replica itself answers on the API port (api/ingress.py); kisray up
+# sees the same environment and moves Serve's proxy out of the way.
+export $(python -m api.ingress "${KISRAY_PORT:-8000}")
+
 ray start --head --block --port=6379 --dashboard-host=0.0.0.0 --disable-usage-stats \
     --num-cpus="${KISRAY_HEAD_CPUS:-2}" &
 ray_pid=$!
