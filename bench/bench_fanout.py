@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -28,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,7 +141,8 @@ def run_baseline(port: int, sim_port: int) -> None:
             clients.pop(ws, None)
 
     app = Starlette(routes=[WebSocketRoute("/ws", live)])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # The same transport as /ws: no permessage-deflate (KISRAY_WS_COMPRESSION's default).
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False)
 
 
 # -- the load generator (a child process) -------------------------------------------------------
@@ -178,13 +181,53 @@ class Tap:
         return sum(1 for (s, _), at in self.seen.items() if s in symbols and t0 <= at < t1)
 
 
+def stalled_client(url: str, channels: list[str], stop: threading.Event) -> str:
+    """A tab that subscribes and then reads nothing, on a plain socket with a 64 KB receive
+    buffer (a client library would read into its own queue, and loopback lets the kernel hold
+    ~36 MB, a minute of this feed). Returns how it ended, seen from its side."""
+    host, rest = url.split("//")[1].split("/", 1)
+    name, port = host.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect((name, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)  # byte by byte: leave the frames in the kernel
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    payload = json.dumps({"op": "subscribe", "channels": channels}).encode()
+    mask = os.urandom(4)
+    frame = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask
+    sock.sendall(frame + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    stop.wait()
+    sock.settimeout(10)
+    tail = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            tail = (tail + chunk)[-4096:]
+            if b"SLOW_CONSUMER" in tail:
+                return "SLOW_CONSUMER"
+        return "closed by the server"
+    except TimeoutError:
+        return "still open"
+    except OSError as exc:
+        return f"closed by the server ({exc.strerror})"
+    finally:
+        sock.close()
+
+
 class Client:
-    def __init__(self, url: str, channels: list[str], stall: bool = False) -> None:
+    def __init__(self, url: str, channels: list[str]) -> None:
         self.url = url
         self.channels = channels
-        self.stall = stall
         self.samples: list[tuple[str, int, float, int]] = []  # symbol, first cum, recv, n
         self.first_at: float | None = None
+        self.marks: dict[str, float] = {}  # connected / session / subscribed → time
         self.got_first = asyncio.Event()
         self.closed_with: str | None = None
         self.symbols = {c.split(":")[1] for c in channels}
@@ -193,20 +236,8 @@ class Client:
         import websockets
 
         async with websockets.connect(self.url, max_size=None, ping_interval=None) as ws:
+            self.marks["connected"] = time.time()
             await ws.send(json.dumps({"op": "subscribe", "channels": self.channels}))
-            if self.stall:  # reads nothing at all until the end, then looks at what it got
-                await stop.wait()
-                self.closed_with = "still open"
-                try:
-                    async with asyncio.timeout(10):
-                        async for text in ws:
-                            if '"SLOW_CONSUMER"' in text:
-                                self.closed_with = "SLOW_CONSUMER"
-                except TimeoutError:
-                    pass
-                except Exception as exc:
-                    self.closed_with = type(exc).__name__
-                return
             while not stop.is_set():
                 try:
                     async with asyncio.timeout(0.5):
@@ -217,6 +248,9 @@ class Client:
                     self.closed_with = type(exc).__name__
                     return
                 now = time.time()
+                for mark in ("session", "subscribed"):
+                    if mark not in self.marks and f'"type":"{mark}"' in text:
+                        self.marks[mark] = now
                 # Frames are JSON arrays of messages (?batch=1); scan, don't parse: the client
                 # process must not be the bottleneck.
                 for part in text.split('{"type":"trade","symbol":"')[1:]:
@@ -237,11 +271,14 @@ async def load(args: argparse.Namespace) -> dict:
     await asyncio.sleep(1.0)
     per = json.loads(args.channels)  # one list of channels per client
     clients = [Client(args.url, chans) for chans in per]
-    stall = Client(args.url, ALL_CHANNELS, stall=True) if args.stall else None
     stop = asyncio.Event()
     tasks = [asyncio.create_task(c.run(stop)) for c in clients]
-    if stall:
-        tasks.append(asyncio.create_task(stall.run(stop)))
+    stall_stop = threading.Event()
+    stall = None
+    if args.stall:
+        stall = asyncio.create_task(
+            asyncio.to_thread(stalled_client, args.url, ALL_CHANNELS, stall_stop)
+        )
     await asyncio.sleep(args.warmup)
     print("READY", flush=True)  # the orchestrator samples server CPU and memory from here
     t0 = time.time()
@@ -251,6 +288,7 @@ async def load(args: argparse.Namespace) -> dict:
     t1 = time.time()
     # New tabs while the load runs: connect → first trade message.
     new_tab = []
+    phases: dict[str, list[float]] = {}
     for _ in range(args.new_tabs):
         tab = Client(args.url, per[0])
         one = asyncio.Event()
@@ -259,12 +297,16 @@ async def load(args: argparse.Namespace) -> dict:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(tab.got_first.wait(), 10)
         one.set()
-        await task
+        with contextlib.suppress(Exception):  # a tab that never got in counts as slow
+            await task
         new_tab.append(((tab.first_at or time.time()) - started) * 1000)
+        for mark, at in tab.marks.items():
+            phases.setdefault(mark, []).append((at - started) * 1000)
         await asyncio.sleep(0.3)
     await asyncio.sleep(1.0)  # stragglers of the measured interval
     watcher.cancel()
     stop.set()
+    stall_stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     latencies, delivered, expected, unmatched = [], 0, 0, 0
     # The others' latency while the non-reader was still connected, and after it was cut.
@@ -298,14 +340,17 @@ async def load(args: argparse.Namespace) -> dict:
         "unmatched": unmatched,
         "new_tab_ms": statistics.median(new_tab) if new_tab else -1,
         "new_tab_max_ms": max(new_tab) if new_tab else -1,
+        "new_tab_phases": {k: round(statistics.median(v), 1) for k, v in phases.items()},
         "closed": [c.closed_with for c in clients if c.closed_with],
-        "stall_closed_with": stall.closed_with if stall else None,
+        "stall_closed_with": (await stall) if stall else None,
         "duration_s": t1 - t0,
         "stall_cut_after_s": (watch.cut_at - t0 + args.warmup) if watch.cut_at else None,
         "p99_before_cut_ms": pct(0.99, before_cut),
         "p99_after_cut_ms": pct(0.99, after_cut),
         "outbox_high_water": watch.high_water,
         "outbox_limit": watch.limit,
+        "outbox_series": watch.series[::5],
+        "hub_ms": {k: round(statistics.median(v), 1) for k, v in watch.timing.items()},
     }
 
 
@@ -317,6 +362,8 @@ class StatsWatch:
         self.high_water = 0
         self.limit = 0
         self.cut_at: float | None = None
+        self.series: list[tuple[int, int]] = []  # (time, fullest outbox now)
+        self.timing: dict[str, list[float]] = {}  # the hub's window, pull, render, loop lag
 
     async def run(self) -> None:
         import httpx
@@ -326,6 +373,10 @@ class StatsWatch:
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     stats = (await client.get(self.url)).json()
                     self.high_water = max(self.high_water, stats.get("outbox_high_water", 0))
+                    self.series.append((round(time.time()), stats.get("outbox_max_bytes", 0)))
+                    for key in ("window_ms", "pull_ms", "deliver_ms", "lag_ms"):
+                        if key in stats:
+                            self.timing.setdefault(key, []).append(stats[key])
                     self.limit = stats.get("outbox_limit", 0)
                     if stats.get("slow_consumers") and self.cut_at is None:
                         self.cut_at = time.time()
@@ -350,6 +401,32 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
             t = p.cpu_times()
             total += t.user + t.system
     return total
+
+
+def kind_of(p: psutil.Process) -> str:
+    """`ray::SessionActor`, `raylet`, `python` (the simulator, the driver), …"""
+    name = p.name() if not p.cmdline() else p.cmdline()[0].split()[0]
+    return name.rsplit("/", 1)[-1].split(".")[0][:32]
+
+
+def uss_by_kind(procs: list[psutil.Process]) -> dict[str, float]:
+    """Unique memory (MB) per kind of process."""
+    out: dict[str, float] = {}
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            kind = kind_of(p)
+            out[kind] = out.get(kind, 0.0) + p.memory_full_info().uss / 2**20
+    return out
+
+
+def cpu_by_kind(procs: list[psutil.Process]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            kind = kind_of(p)
+            out[kind] = out.get(kind, 0.0) + t.user + t.system
+    return out
 
 
 def uss_mb(procs: list[psutil.Process]) -> float:
@@ -380,14 +457,20 @@ def run_load(
     procs = server_processes(pids())
     me = [psutil.Process(proc.pid)]
     c0, w0, l0 = cpu_seconds(procs), time.monotonic(), cpu_seconds(me)
+    k0 = cpu_by_kind(procs)
     mem = uss_mb(procs)
+    mem_kinds = uss_by_kind(procs)
     time.sleep(min(10, duration))
     wall = time.monotonic() - w0
     cpu = (cpu_seconds(procs) - c0) / wall * 100
     load_cpu = (cpu_seconds(me) - l0) / wall * 100
+    k1 = cpu_by_kind(procs)
+    cpu_kinds = {k: round((v - k0.get(k, 0.0)) / wall * 100, 1) for k, v in k1.items()}
+    cpu_kinds = dict(sorted(cpu_kinds.items(), key=lambda kv: -kv[1])[:6])
     out, _ = proc.communicate(timeout=120)
     result = json.loads(out.strip().splitlines()[-1])
-    result.update(cpu_pct=cpu, uss_mb=mem, load_cpu_pct=load_cpu)
+    result.update(cpu_pct=cpu, uss_mb=mem, uss_kinds=mem_kinds, load_cpu_pct=load_cpu)
+    result.update(cpu_kinds=cpu_kinds)
     print(json.dumps(result), file=sys.stderr)
     return result
 
@@ -430,8 +513,9 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
 
         time.sleep(2)
         idle_mb = uss_mb(server_processes(pids()))
+        idle_kinds = uss_by_kind(server_processes(pids()))
         pool = session_pool(0, park_s=5.0)  # short parking: (b) reuses (a)'s actors
-        ray.get(pool.prewarm.remote(56, hold_s=600))  # 50 clients + the new tabs + slack
+        ray.get(pool.prewarm.remote(58, hold_s=600))  # 51 clients, 5 new tabs, 2 spares
         # The shipped design runs (a) for 60 s with a client that reads nothing (the issue's
         # slow-consumer case); the comparison design for 12 s.
         long = stall and ingress == SHIPPED
@@ -444,14 +528,26 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
             new_tabs=5,
             duration=60 if long else 12,
         )
-        a["mb_per_client"] = (a["uss_mb"] - idle_mb) / (51 if long else 50)
+        clients = 51 if long else 50
+        # Pre-warmed actors still idle at READY (those of the new tabs) are not clients: count a
+        # client as one session actor plus its share of everything else's growth.
+        session_mb = a["uss_kinds"].get("ray::SessionActor", 0.0)
+        actors = ray.get(pool.stats.remote())
+        per_actor = session_mb / max(1, actors["idle"] + actors["leased"] + actors["parked"])
+        others = a["uss_mb"] - idle_mb - session_mb
+        a["mb_per_client"] = per_actor + others / clients
+        a["mb_per_session_actor"] = per_actor
+        a["mb_growth_by_kind"] = {
+            k: round(v - idle_kinds.get(k, 0.0), 1)
+            for k, v in sorted(a["uss_kinds"].items(), key=lambda kv: -kv[1])
+        }
         three = [
             [f"{k}:{SYMBOLS[(i * 3 + j) % 20]}" for j in range(3) for k in ("trade", "book")]
             + [f"candle:{SYMBOLS[(i * 3 + j) % 20]}:1m" for j in range(3)]
             for i in range(30)
         ]
         time.sleep(7)  # (a)'s sessions leave their parking for the idle pool
-        ray.get(pool.prewarm.remote(36, hold_s=600))
+        ray.get(pool.prewarm.remote(38, hold_s=600))
         b = run_load(url, sim_port, three, pids, new_tabs=5)
         del upstream
         kill_socket_actor()  # detached: it would outlive this driver otherwise
@@ -523,6 +619,11 @@ def main(stall: bool = True, designs: tuple[str, ...] = ("direct", "proxy")) -> 
     print(f"new tab → first trade: median {a['new_tab_ms']:.0f} ms, max {a['new_tab_max_ms']:.0f}")
     print(f"new tab during (b): median {b['new_tab_ms']:.0f} ms, max {b['new_tab_max_ms']:.0f}")
     print(f"memory per client (USS growth incl. session actor): {a['mb_per_client']:.1f} MB")
+    print(f"USS growth by process kind during (a), MB: {a['mb_growth_by_kind']}")
+    print(f"new tab phases during (a), median ms: {a['new_tab_phases']}")
+    print(f"server CPU % by process during (a): {a['cpu_kinds']}; (b): {b['cpu_kinds']}")
+    print(f"load generator CPU % during (a): {a['load_cpu_pct']:.0f}; (b): {b['load_cpu_pct']:.0f}")
+    print(f"hub (median of 0.5 s samples) during (a): {a['hub_ms']}; (b): {b['hub_ms']}")
     if a["stall_closed_with"] is not None:
         cut = a["stall_cut_after_s"]
         print(
