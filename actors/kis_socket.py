@@ -152,10 +152,17 @@ class KisSocketActor:
 
     @ray.method(enable_task_events=False)
     async def next_batch(
-        self, consumer_id: str, wait_s: float = 1.0, max_records: int | None = None
+        self,
+        consumer_id: str,
+        wait_s: float = 1.0,
+        max_records: int | None = None,
+        min_interval_s: float = 0.0,
     ) -> Batch | None:
-        """Pull mode: the next micro-batch, waiting up to `wait_s` (None if nothing came)."""
-        return await self.feed.next_batch(consumer_id, min(wait_s, 30.0), max_records)
+        """Pull mode: the next micro-batch, waiting up to `wait_s` (None if nothing came), and
+        no sooner than `min_interval_s` after the consumer's previous one."""
+        return await self.feed.next_batch(
+            consumer_id, min(wait_s, 30.0), max_records, min(min_interval_s, 1.0)
+        )
 
     # -- health -------------------------------------------------------------------------------
 

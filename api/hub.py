@@ -203,28 +203,36 @@ class Hub:
     # -- the data plane -----------------------------------------------------------------------
 
     async def _pump(self) -> None:
+        # The next pull is sent as soon as a batch is in: the socket actor answers it no sooner
+        # than one window after the previous batch, so the window bounds the Ray calls per
+        # second while the request's trip overlaps the window instead of adding to it.
+        pending = None
         while True:
+            if pending is None:
+                pending = self._pull()
             started = time.monotonic()
             try:
-                batch = await self.source.next_batch.remote(self.consumer_id, PULL_WAIT_S)
+                batch = await pending
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                pending = None
                 await self._recover(exc)
                 continue
             self.pull_s = time.monotonic() - started
+            self._adapt()
+            pending = self._pull()
             if batch is not None:
                 self.last_batch_records = len(batch.records)
                 self._deliver(batch)
-            spent = time.monotonic() - started
-            self._adapt()
-            # Let the next window fill: one pull per window bounds the Ray calls per second.
-            delay = max(0.0, self.window_s - spent)
-            due = time.monotonic() + delay
-            await asyncio.sleep(delay)
-            # How late the loop gave control back: the sockets' writes, other requests, or a
+            # How late the loop comes back to us: the sockets' writes and other requests, or a
             # CPU shared with other processes. Smoothed over a few windows.
-            self.lag_s = 0.8 * self.lag_s + 0.2 * max(0.0, time.monotonic() - due)
+            due = time.monotonic()
+            await asyncio.sleep(0)
+            self.lag_s = 0.8 * self.lag_s + 0.2 * (time.monotonic() - due)
+
+    def _pull(self) -> object:
+        return self.source.next_batch.remote(self.consumer_id, PULL_WAIT_S, None, self.window_s)
 
     def _deliver(self, batch: object) -> None:
         t0 = time.monotonic()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -92,6 +93,7 @@ class KisFeed:
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._routed = 0
+        self._last_batch_at: dict[str, float] = {}  # consumer → when its last batch left
         self._expired = 0
         self._status: UpstreamStatus | None = None
 
@@ -160,6 +162,7 @@ class KisFeed:
 
     async def unregister(self, consumer_id: str, *, reason: str = "unregistered") -> None:
         """Forget a consumer and release everything it held (idempotent)."""
+        self._last_batch_at.pop(consumer_id, None)
         if self.router.mailboxes.pop(consumer_id, None) is None:
             return
         gone = self.table.remove_consumer(consumer_id)
@@ -175,10 +178,23 @@ class KisFeed:
         return None if box is None else box.take(max_records)
 
     async def next_batch(
-        self, consumer_id: str, wait_s: float = 1.0, max_records: int | None = None
+        self,
+        consumer_id: str,
+        wait_s: float = 1.0,
+        max_records: int | None = None,
+        min_interval_s: float = 0.0,
     ) -> Batch | None:
-        """Pull: wait up to `wait_s` for news; None if nothing came. Renews the lease."""
+        """Pull: wait up to `wait_s` for news; None if nothing came. Renews the lease.
+
+        With `min_interval_s` a batch is returned no sooner than that after this consumer's
+        previous one, so a caller can keep its next pull outstanding at once (no sleep and round
+        trip between windows) and still get at most one batch per window.
+        """
         box = self.touch(consumer_id)
+        if min_interval_s > 0:
+            delay = self._last_batch_at.get(consumer_id, 0.0) + min_interval_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
         if not box.has_news():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
@@ -186,6 +202,7 @@ class KisFeed:
         if self.router.mailboxes.get(consumer_id) is not box:
             raise UnknownConsumerError(f"consumer {consumer_id!r} was released while waiting")
         box.renew()
+        self._last_batch_at[consumer_id] = time.monotonic()
         return box.take(max_records)
 
     # -- stats --------------------------------------------------------------------------------

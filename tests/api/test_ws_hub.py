@@ -55,7 +55,13 @@ class FakeSocket:
     async def unsubscribe(self, consumer_id: str, regs: list) -> None:
         self.subscribed.difference_update(regs)
 
-    async def next_batch(self, consumer_id: str, wait_s: float) -> Batch | None:
+    async def next_batch(
+        self,
+        consumer_id: str,
+        wait_s: float,
+        max_records: int | None = None,
+        min_interval_s: float = 0.0,
+    ) -> Batch | None:
         try:
             return await asyncio.wait_for(self.batches.get(), wait_s)
         except TimeoutError:

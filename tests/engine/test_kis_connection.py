@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -291,6 +292,26 @@ async def test_records_are_typed_and_the_approval_key_never_reaches_a_log(sim_fa
         assert kinds == {Trade, BookSnapshot}
         key = feed.connection._approvals._key
         assert key is not None and redact(f"key={key}") == "key=[REDACTED]"
+
+
+async def test_a_pull_waits_out_the_interval_since_the_consumers_last_batch(sim_factory) -> None:
+    """A hub keeps its next pull outstanding at once; the feed still hands it one batch per
+    window, and a pull after a quiet spell is not held back."""
+    async with sim_factory(speed=60) as sim, running_feed(sim) as feed:
+        feed.register("a")
+        await feed.subscribe("a", [book("005930"), Registration(TRADE, "005930")])
+        assert await feed.next_batch("a", 5.0) is not None
+        gaps = []
+        for _ in range(4):
+            before = time.monotonic()
+            batch = await feed.next_batch("a", 5.0, None, 0.25)
+            gaps.append(time.monotonic() - before)
+            assert batch is not None
+        assert min(gaps) >= 0.24, gaps
+        await asyncio.sleep(0.3)
+        before = time.monotonic()
+        await feed.next_batch("a", 5.0, None, 0.25)
+        assert time.monotonic() - before < 0.2
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
