@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         description="permessage-deflate on /ws: ~8x fewer bytes for ~0.14 ms CPU per 25 KB frame",
     )
     ws_frame_budget: float = Field(
-        default=2000.0,
+        default=4000.0,
         ge=10.0,
         description="frames per second one replica writes over all its sockets; the window "
         "grows to sockets / budget",
