@@ -460,6 +460,10 @@ def run_load(
     k0 = cpu_by_kind(procs)
     mem = uss_mb(procs)
     mem_kinds = uss_by_kind(procs)
+    counts: dict[str, int] = {}
+    for server in procs:
+        with contextlib.suppress(psutil.Error):
+            counts[kind_of(server)] = counts.get(kind_of(server), 0) + 1
     time.sleep(min(10, duration))
     wall = time.monotonic() - w0
     cpu = (cpu_seconds(procs) - c0) / wall * 100
@@ -470,7 +474,7 @@ def run_load(
     out, _ = proc.communicate(timeout=120)
     result = json.loads(out.strip().splitlines()[-1])
     result.update(cpu_pct=cpu, uss_mb=mem, uss_kinds=mem_kinds, load_cpu_pct=load_cpu)
-    result.update(cpu_kinds=cpu_kinds)
+    result.update(cpu_kinds=cpu_kinds, process_counts=counts)
     print(json.dumps(result), file=sys.stderr)
     return result
 
@@ -532,8 +536,7 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
         # Pre-warmed actors still idle at READY (those of the new tabs) are not clients: count a
         # client as one session actor plus its share of everything else's growth.
         session_mb = a["uss_kinds"].get("ray::SessionActor", 0.0)
-        actors = ray.get(pool.stats.remote())
-        per_actor = session_mb / max(1, actors["idle"] + actors["leased"] + actors["parked"])
+        per_actor = session_mb / max(1, a["process_counts"].get("ray::SessionActor", 0))
         others = a["uss_mb"] - idle_mb - session_mb
         a["mb_per_client"] = per_actor + others / clients
         a["mb_per_session_actor"] = per_actor
