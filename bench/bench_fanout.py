@@ -549,8 +549,16 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
             + [f"candle:{SYMBOLS[(i * 3 + j) % 20]}:1m" for j in range(3)]
             for i in range(30)
         ]
-        time.sleep(7)  # (a)'s sessions leave their parking for the idle pool
+        # (a)'s sessions leave their parking for the idle pool; then (b) starts from 30 clients'
+        # worth of warm actors, not (a)'s leftovers (idle actors cost CPU).
+        for _ in range(60):
+            pool_stats = ray.get(pool.stats.remote())
+            if pool_stats["parked"] == 0 and pool_stats["leased"] <= 2:  # the replica's spares
+                break
+            time.sleep(0.5)
+        print(f"pool after (a): {pool_stats}", file=sys.stderr)
         ray.get(pool.prewarm.remote(38, hold_s=600))
+        print(f"pool before (b): {ray.get(pool.stats.remote())}", file=sys.stderr)
         b = run_load(url, sim_port, three, pids, new_tabs=5)
         del upstream
         kill_socket_actor()  # detached: it would outlive this driver otherwise
