@@ -1,8 +1,10 @@
 """The per-replica hub: one consumer at the KIS socket actor, fanned out in-process to sockets.
 
-The hub holds ONE registration at `kis-socket` for the union of its sockets' channels and pulls
-one micro-batch per window with a single outstanding call (so batches arrive in order and the
-in-flight count is 1 whatever the number of clients). Each window is rendered once per channel
+The hub holds ONE registration at `kis-socket` for the union of its sockets' channels and keeps
+exactly one pull in flight, sent as soon as the previous batch arrives; the socket actor answers
+it no sooner than a window after that batch. So batches arrive in order, the in-flight count is 1
+whatever the number of clients, and the request's trip overlaps the window. Each window is
+rendered once per channel
 (engine.channels.WindowCoalescer) and appended to the subscribed sockets' outboxes
 (engine.fanout). Ray calls per second are therefore about 1/window per replica, not per client.
 
@@ -13,10 +15,14 @@ bars that changed (latest wins in each outbox). The window loop never waits on i
 actor in the cluster the hub falls back to bars built from the trades it pulls (logged once) and
 looks for the recorder again every RECORDER_RECHECK_S.
 
-The window adapts. Every socket costs about one frame per window wherever it goes (through Serve's
-proxy each frame is a Ray streaming item), so the window is at least sockets / FRAME_BUDGET: the
-frames per second of a replica stay bounded as clients grow. On top, when rendering and fan-out
-take more than half of the window it doubles (up to `max_window_s`) and shrinks back when cheap.
+The window adapts. Every socket costs about one frame per window, so the window is at least
+sockets / frame budget (KISRAY_WS_FRAME_BUDGET; 1,000/s through Serve's proxy, where each frame is
+a Ray streaming item): the frames per second of a replica stay bounded as clients grow. On top,
+when rendering takes more than half of the window it doubles (up to `max_window_s`) and shrinks
+back when cheap.
+
+Each replica also leases a few sessions ahead of its next sockets (`take_lease`), so a new tab
+does not wait for the session pool.
 """
 
 from __future__ import annotations
