@@ -18,8 +18,8 @@ looks for the recorder again every RECORDER_RECHECK_S.
 The window adapts. Every socket costs about one frame per window, so the window is at least
 sockets / frame budget (KISRAY_WS_FRAME_BUDGET; 1,000/s through Serve's proxy, where each frame is
 a Ray streaming item): the frames per second of a replica stay bounded as clients grow. On top,
-when rendering takes more than half of the window it doubles (up to `max_window_s`) and shrinks
-back when cheap.
+when rendering takes more than half of the window it grows by half (up to `max_window_s`) and
+shrinks back when cheap.
 
 Each replica also leases a few sessions ahead of its next sockets (`take_lease`), so a new tab
 does not wait for the session pool.
@@ -132,8 +132,6 @@ class Hub:
             with contextlib.suppress(Exception):
                 await self.pool.release.remote(lease.session_id, park=False)
         self.spare_leases.clear()
-        for task in self._tasks:
-            task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

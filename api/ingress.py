@@ -29,9 +29,9 @@ def direct_ingress_env(port: int, ports: int = 1) -> dict[str, str]:
         # Likewise no load balancer needs time to deregister a stopping replica.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
         # Run the app on the replica's server loop. In its own thread (Serve's default) every
-        # ASGI message crosses an unbounded queue, so `send` never waits for a slow client: a
-        # tab that stopped reading grew the replica by ~0.6 MB/s until a keepalive timeout cut
-        # it, and the outbox bound (SLOW_CONSUMER) never saw the back-pressure.
+        # ASGI message crosses an unbounded queue, so `send` never waits for a slow client: the
+        # frames of a tab that stopped reading piled up in the replica until uvicorn's keepalive
+        # cut it (40 s), and the outbox bound (SLOW_CONSUMER) never saw the back-pressure.
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     }
 
