@@ -236,3 +236,22 @@ async def test_frames_are_not_compressed_by_default(live_url: str) -> None:
     async with websockets.connect(live_url, compression="deflate") as ws:
         assert ws.response.status_code == 101
         assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+
+
+async def test_take_lease_hands_out_a_session_leased_before_the_tab(ray_cluster: None) -> None:
+    """The tab's session is one the hub already held, not a fresh round trip to the pool."""
+    from actors.session import session_pool
+    from api.hub import SPARE_LEASES, Hub
+    from tests.api.test_ws_hub import FakeSocket, Remote
+
+    pool = session_pool()
+    hub = Hub(Remote(FakeSocket()), pool)
+    await hub._fill_spares()
+    spares = {lease.session_id for lease in hub.spare_leases}
+    assert len(spares) == SPARE_LEASES
+    lease = await hub.take_lease("tab")
+    try:
+        assert lease.session_id in spares
+    finally:
+        await hub.stop()  # gives the spares back
+        await pool.release.remote(lease.session_id, park=False)
