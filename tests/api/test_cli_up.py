@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -71,13 +73,23 @@ def _postgres_on(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
-def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _kisray_up(home: Path) -> Iterator[tuple[subprocess.Popen, dict[str, str], int, int]]:
+    """`kisray up` in a subprocess, healthy; killed at the end if a test left it running."""
     port, sim_port = free_port(), free_port()
-    env = _env(tmp_path, port, sim_port)
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=90)
+    env = _env(home, port, sim_port)
+    with open(home / "up.log", "wb") as log:
+        proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=90)
+            yield proc, env, port, sim_port
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: Path) -> None:
+    with _kisray_up(tmp_path) as (proc, env, port, sim_port):
         # /health answers while the collector side is still starting; a SIGTERM then is an
         # interrupted start-up (exit 130). Wait for the banner that ends start-up.
         deadline = time.monotonic() + 60
@@ -110,38 +122,27 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
         assert _postgres_on(tmp_path / "data" / "pg") == []
         after = subprocess.run([KISRAY, "status"], env=env, capture_output=True, text=True)
         assert after.returncode == 1 and "not running" in after.stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
 
 
 def test_a_killed_up_takes_its_ray_head_and_simulator_with_it(tmp_path: Path) -> None:
     """SIGKILL gives kisray up no chance to clean up; its children must still go. (The
     embedded PostgreSQL stays by design: the next start finds and reuses it.)"""
-    port, sim_port = free_port(), free_port()
-    env = _env(tmp_path, port, sim_port)
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=90)
-        children = [
-            p
-            for p in psutil.Process(proc.pid).children()
-            if any(part.endswith(("/ray", "api.cli")) for part in p.cmdline()[:4])
-        ]
-        assert len(children) == 2, [c.cmdline()[:4] for c in children]  # Ray head, simulator
-        watched = children + [d for c in children for d in _descendants(c.pid)]
-        proc.kill()
-        proc.wait(10)
-        deadline = time.monotonic() + 45
-        while _alive(watched) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert _alive(watched) == []
-    finally:
-        if proc.poll() is None:
+        with _kisray_up(tmp_path) as (proc, *_):
+            children = [
+                p
+                for p in psutil.Process(proc.pid).children()
+                if any(part.endswith(("/ray", "api.cli")) for part in p.cmdline()[:4])
+            ]
+            assert len(children) == 2, [c.cmdline()[:4] for c in children]  # head, simulator
+            watched = children + [d for c in children for d in _descendants(c.pid)]
             proc.kill()
-        log.close()
+            proc.wait(10)
+            deadline = time.monotonic() + 45
+            while _alive(watched) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert _alive(watched) == []
+    finally:
         from engine.db.embedded import EmbeddedPostgres
 
         EmbeddedPostgres(tmp_path / "data").stop()
