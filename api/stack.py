@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import socket
@@ -276,7 +277,12 @@ class Stack:
             import ray
 
             if ray.is_initialized():
+                # A Ray object freed after shutdown makes Ray end the process (exit 1). Collect
+                # the garbage while Ray is up, then keep the collector from running one on
+                # another thread (the demo-history seeder) before this process exits.
+                gc.collect()
                 ray.shutdown()
+                gc.disable()
         if self._ray_head is not None:
             with _logged("stopping the Ray head"):
                 self._ray_head.stop()
