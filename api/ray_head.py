@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 # A single-node stack keeps all Ray traffic on loopback. Ray resolves 127.0.0.1 to the host's
 # external address unless it believes clusters are off (the switch meant for macOS/Windows), which
-# only forbids *joining* worker nodes. Token auth stays on: the token lives in ~/.ray/auth_token.
+# only forbids *joining* worker nodes. Token auth stays on, with a token of the stack's own (below).
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+AUTH_TOKEN_FILE = "ray_auth_token"
 
 # On SIGTERM `ray start --block` drains the node for up to 30 s so a load balancer can move
 # traffic; ours stops Serve first and its detached actors never return their leases, so the drain
@@ -35,14 +37,42 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "tok
 HEAD_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
-def use_local_ray_env() -> None:
-    """Apply LOCAL_RAY_ENV to this process (the driver) before ray.init."""
-    os.environ.update(LOCAL_RAY_ENV)
+def ensure_auth_token(directory: Path) -> Path:
+    """The private head's token file in `directory`, created (0600) on first use.
+
+    Only `ray.init()` writes Ray's default ~/.ray/auth_token; `ray start` expects one to exist. A
+    token per data directory, handed to every process by RAY_AUTH_TOKEN_PATH, needs nothing in
+    HOME and never touches the token of another Ray cluster the user runs.
+    """
+    path = directory / AUTH_TOKEN_FILE
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))  # the form `ray get-auth-token --generate` writes
+    return path
+
+
+def local_ray_env(token_path: Path) -> dict[str, str]:
+    """Environment of every process of a private head: loopback, token auth, this token."""
+    return {**LOCAL_RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(token_path)}
+
+
+def use_local_ray_env(token_path: Path) -> None:
+    """Apply local_ray_env to this process (the driver) before ray.init."""
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the token file
+    os.environ.update(local_ray_env(token_path))
     if "ray" in sys.modules:
         # The constant is read at import; a driver that imported Ray already needs it patched.
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _without_token(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k != "RAY_AUTH_TOKEN"}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,11 +85,13 @@ class RayHead:
     def __init__(
         self,
         log_path: Path,
+        token_path: Path,
         *,
         num_cpus: int | None = None,
         resources: dict[str, float] | None = None,
     ) -> None:
         self.log_path = log_path
+        self.token_path = token_path
         self.num_cpus = num_cpus
         self.resources = resources or {}
         self.port = free_port()
@@ -92,7 +124,7 @@ class RayHead:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **LOCAL_RAY_ENV, **HEAD_ENV, **env},
+            env={**_without_token(os.environ), **local_ray_env(self.token_path), **HEAD_ENV, **env},
             start_new_session=True,
             preexec_fn=die_with_parent,
         )

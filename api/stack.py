@@ -135,10 +135,11 @@ class Stack:
 
     def _start_ray(self) -> None:
         from api.ingress import direct_ingress_env
-        from api.ray_head import RayHead, use_local_ray_env
+        from api.ray_head import RayHead, ensure_auth_token, use_local_ray_env
 
         if self.ray_address is None:
-            use_local_ray_env()  # before Ray is imported: it reads these at import time
+            token_path = ensure_auth_token(self.settings.data_dir)
+            use_local_ray_env(token_path)  # before Ray is imported: it reads these at import time
         import ray
 
         env_vars = {
@@ -152,7 +153,7 @@ class Stack:
             from api.collector import COLLECTOR_RESOURCE
 
             resources = {COLLECTOR_RESOURCE: 1} if self.with_collector else None
-            head = RayHead(self.settings.log_dir / "ray-head.log", resources=resources)
+            head = RayHead(self.settings.log_dir / "ray-head.log", token_path, resources=resources)
             self._ray_head = head
             head.start({**env_vars, **direct_ingress_env(self.settings.port)})
             address = head.address
@@ -235,6 +236,8 @@ class Stack:
             "pid": os.getpid(),
             "api_url": self.api_url,
             "ray_address": self._ray_head.address if self._ray_head else self.ray_address,
+            # Where a tool joining our private head finds its token (RAY_AUTH_TOKEN_PATH).
+            "ray_auth_token_path": str(self._ray_head.token_path) if self._ray_head else None,
             "database": "embedded" if self._embedded else "external",
             "simulator": self._simulator is not None,
         }

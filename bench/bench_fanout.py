@@ -491,8 +491,13 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
 
     "direct" is what `kisray up` runs: the replica's own server on the one port (api/ingress.py).
     """
-    from api.ingress import direct_ingress_env
+    import tempfile
 
+    from api.ingress import direct_ingress_env
+    from api.ray_head import ensure_auth_token, use_local_ray_env
+
+    # A token of the run's own, as `kisray up` does: nothing read from or written to HOME.
+    use_local_ray_env(ensure_auth_token(Path(tempfile.mkdtemp(prefix="bench-ray-"))))
     direct = free_port()
     if ingress == "direct":
         os.environ.update(direct_ingress_env(direct))  # before Ray starts: inherited

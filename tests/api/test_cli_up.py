@@ -23,8 +23,11 @@ KISRAY = str(Path(sys.executable).with_name("kisray"))
 
 
 def _env(home: Path, port: int, sim_port: int) -> dict[str, str]:
+    """A newcomer's environment: an empty HOME (no ~/.ray, no caches) and a fresh data dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KISRAY_", "RAY_"))}
+    (home / "home").mkdir(exist_ok=True)
     env.update(
+        HOME=str(home / "home"),
         KISRAY_DATA_DIR=str(home / "data"),
         KISRAY_LOG_DIR=str(home / "logs"),
         KISRAY_PORT=str(port),
@@ -44,6 +47,18 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> float:
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url} not healthy within {timeout} s")
+
+
+def _wait_for_candles(url: str, timeout: float = 60) -> list[dict]:
+    """The candles at `url` once there are some (demo history is seeded in the background)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TimeoutException):  # the candle actor's cold start
+            reply = httpx.get(url, timeout=10)
+            if reply.status_code == 200 and reply.json()["candles"]:
+                return reply.json()["candles"]
+        time.sleep(1)
+    raise AssertionError(f"no candles at {url} within {timeout:.0f} s")
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -100,6 +115,10 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
         assert _postgres_on(tmp_path / "data" / "pg"), "embedded postgres should be running"
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
         assert health["kis"]["rest_url"] == f"http://127.0.0.1:{sim_port}"
+        assert _wait_for_candles(f"http://127.0.0.1:{port}/candles/005930?interval=5m")
+        # The private head's token lives in the data dir; nothing was read from or left in HOME.
+        assert list((tmp_path / "home").iterdir()) == []
+        assert (tmp_path / "data" / "ray_auth_token").stat().st_mode & 0o077 == 0
         sim_stats = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/stats", timeout=5)
         assert sim_stats.status_code == 200, "the built-in simulator should be the upstream"
 

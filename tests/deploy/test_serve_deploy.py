@@ -3,7 +3,7 @@ of the committed deploy/serve_config.yaml, then /health, then the node stops cle
 
 The head runs in its own session with `--block`, so terminating that one process stops exactly
 this cluster (never `ray stop`: it would stop every Ray cluster on the machine). Every port is a
-free one and the node stays on loopback (api.ray_head.LOCAL_RAY_ENV).
+free one and the node stays on loopback, with a token of its own (api.ray_head.local_ray_env).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from api.ray_head import LOCAL_RAY_ENV
+from api.ray_head import ensure_auth_token, local_ray_env
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def ray_head(migrated_url: str, kisray_home: Path) -> Iterator[Head]:
     temp_dir = Path(tempfile.mkdtemp(prefix="krd-", dir="/tmp"))
     gcs_port, dashboard_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KISRAY_", "RAY_"))}
-    env.update(LOCAL_RAY_ENV)
+    env.update(local_ray_env(ensure_auth_token(temp_dir)))
     env.update(
         KISRAY_DATABASE_URL=migrated_url,
         KISRAY_DATA_DIR=str(kisray_home / "data"),
