@@ -358,19 +358,23 @@ async def refresh_aggregates(
 async def _refresh_caggs(
     conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime
 ) -> None:
+    # The window opens at the beginning of time, not at `start`: a refresh moves the watermark to
+    # its end, and below the watermark a real-time aggregate reads only what is materialized. A
+    # window opening at `start` would hide every bucket below it that was never materialized
+    # (rows written before the first refresh). Only invalidated buckets are recomputed (no
+    # `force`), so the open start costs nothing where nothing changed; `start` stays in the
+    # signature for the PostgreSQL mode, which recomputes exactly the range it is given.
+    del start
     for level in LEVELS:
-        # Whole buckets only are refreshed: widen to bucket bounds (KST days for the daily level).
-        window_start = level.label(start) - level.shift
+        # Whole buckets only, never the hot bucket or the policy's end offset (KST days for the
+        # daily level).
         window_end = min(
             level.label(end - timedelta(microseconds=1)) - level.shift + level.width,
             level.label(now - level.end_offset) - level.shift,
         )
-        if window_end - window_start < 2 * level.width:
-            window_start = window_end - 2 * level.width
         await conn.execute(
-            "CALL refresh_continuous_aggregate($1::regclass, $2::timestamptz, $3::timestamptz)",
+            "CALL refresh_continuous_aggregate($1::regclass, NULL, $2::timestamptz)",
             level.cagg,
-            window_start,
             window_end,
         )
 

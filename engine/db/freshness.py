@@ -92,11 +92,16 @@ _KINDS = {
 
 async def timescale_jobs(conn: asyncpg.Connection) -> list[JobState]:
     """kisray's policy jobs with their last outcome; relation = the cagg view or hypertable."""
+    # TimescaleDB keeps ±infinity in these columns (never succeeded; a paused job's next start),
+    # which no Python datetime can hold: read them as NULL.
     rows = await conn.fetch(
         """
         SELECT j.job_id, j.proc_name, coalesce(ca.view_name, j.hypertable_name) AS relation,
-               s.last_run_status, s.last_successful_finish, coalesce(s.total_failures, 0) AS
-               total_failures, s.next_start
+               s.last_run_status,
+               CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END
+                   AS last_successful_finish,
+               coalesce(s.total_failures, 0) AS total_failures,
+               CASE WHEN isfinite(s.next_start) THEN s.next_start END AS next_start
         FROM timescaledb_information.jobs j
         LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
         LEFT JOIN timescaledb_information.continuous_aggregates ca
@@ -145,19 +150,18 @@ async def _newest_bucket(conn: asyncpg.Connection, level: AggregateLevel) -> dat
 
 
 async def _watermark(conn: asyncpg.Connection, level: AggregateLevel) -> datetime | None:
-    value = await conn.fetchval(
+    # Never materialized, the watermark is TimescaleDB's minimum time (4714 BC, or -infinity),
+    # which no Python datetime can hold: compare in SQL and read it as NULL.
+    return await conn.fetchval(
         """
-        SELECT _timescaledb_functions.to_timestamp(
-                   _timescaledb_functions.cagg_watermark(mat_hypertable_id))
-        FROM _timescaledb_catalog.continuous_agg
-        WHERE user_view_name = $1
+        SELECT CASE WHEN w > '1971-01-01'::timestamptz THEN w END
+        FROM (SELECT _timescaledb_functions.to_timestamp(
+                         _timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS w
+              FROM _timescaledb_catalog.continuous_agg
+              WHERE user_view_name = $1) AS watermark
         """,
         level.cagg,
     )
-    # Never materialized: the watermark is the minimum time (or -infinity).
-    if value is None or not isinstance(value, datetime) or value.year < 1971:
-        return None
-    return value
 
 
 def _materialization_target(
