@@ -7,8 +7,12 @@ instead of starting another server.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +21,15 @@ import asyncpg
 import pytest
 
 from api.ingress import direct_ingress_env
-from api.ray_head import LOCAL_RAY_ENV
+from api.ray_head import ensure_auth_token, use_local_ray_env
 from engine.db.embedded import EmbeddedPostgres, EmbeddedStatus
+from tests.timescale_server import TimescaleServer, find_unavailable_reason
 
-# Ray reads these at import time: keep the test cluster on loopback, with token auth.
-os.environ.update(LOCAL_RAY_ENV)
+# Ray reads these at import time: keep the test cluster on loopback, with token auth and a token
+# of the session's own, so the suite needs nothing in HOME and leaves nothing there.
+_RAY_TOKEN_DIR = Path(tempfile.mkdtemp(prefix="kisray-test-ray-"))
+atexit.register(shutil.rmtree, _RAY_TOKEN_DIR, ignore_errors=True)
+use_local_ray_env(ensure_auth_token(_RAY_TOKEN_DIR))
 
 TIMESCALE_URL = os.environ.get("KISRAY_TEST_TIMESCALE_URL")
 
@@ -75,13 +83,13 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}?{query}" if query else f"{base}/{name}"
 
 
-@pytest.fixture(scope="session")
-def make_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
-    """Create an empty database on the shared server; returns its URL. Dropped at the end."""
+@contextlib.contextmanager
+def _database_factory(admin_url: str) -> Iterator[Callable[[], str]]:
+    """A factory of empty databases on the server at `admin_url`; all dropped at the end."""
     created: list[str] = []
 
     async def create(name: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url)
+        conn = await asyncpg.connect(admin_url)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
@@ -91,19 +99,54 @@ def make_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
         name = f"t_{uuid.uuid4().hex[:12]}"
         asyncio.run(create(name)) if not _loop_running() else _run_in_thread(create(name))
         created.append(name)
-        return _with_database(pg_admin_url, name)
+        return _with_database(admin_url, name)
 
     yield factory
 
     async def drop_all() -> None:
-        conn = await asyncpg.connect(pg_admin_url)
+        conn = await asyncpg.connect(admin_url)
         try:
             for name in created:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
 
-    asyncio.run(drop_all())
+    _run_in_thread(drop_all())
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Create an empty database on the shared embedded server; returns its URL."""
+    with _database_factory(pg_admin_url) as factory:
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def timescale_url() -> Iterator[str]:
+    """Admin URL of the session's TimescaleDB server: KISRAY_TEST_TIMESCALE_URL if set, else a
+    throwaway cluster started on first use. Where none can run, the tests that need it skip with
+    the reason, or fail when KISRAY_TEST_REQUIRE_TIMESCALE is set (CI: TimescaleDB mode is
+    tested in every run, never silently skipped)."""
+    if TIMESCALE_URL:
+        yield TIMESCALE_URL
+        return
+    reason = find_unavailable_reason()
+    if reason is not None:
+        if os.environ.get("KISRAY_TEST_REQUIRE_TIMESCALE"):
+            pytest.fail(f"KISRAY_TEST_REQUIRE_TIMESCALE is set, but {reason}")
+        pytest.skip(reason)
+    server = TimescaleServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_timescale_database(timescale_url: str) -> Iterator[Callable[[], str]]:
+    """Create an empty database on the session's TimescaleDB server; returns its URL."""
+    with _database_factory(timescale_url) as factory:
+        yield factory
 
 
 def _loop_running() -> bool:

@@ -3,8 +3,6 @@ independent polars recomputation of every aggregate to compare the database agai
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -15,20 +13,10 @@ import pytest
 
 from engine.db.migrate import migrate
 
-TIMESCALE_URL = os.environ.get("KISRAY_TEST_TIMESCALE_URL")
+# The TimescaleDB server starts on first use (tests/conftest.py: timescale_url).
 BACKENDS = [
     pytest.param("postgres", id="postgres"),
-    pytest.param(
-        "timescaledb",
-        id="timescaledb",
-        marks=[
-            pytest.mark.timescale,
-            pytest.mark.skipif(
-                TIMESCALE_URL is None,
-                reason="KISRAY_TEST_TIMESCALE_URL is not set (needs a TimescaleDB server)",
-            ),
-        ],
-    ),
+    pytest.param("timescaledb", id="timescaledb", marks=pytest.mark.timescale),
 ]
 AGGREGATES = {
     "5m": ("market_candles_5m", "5m", timedelta(0)),
@@ -38,28 +26,37 @@ AGGREGATES = {
 }
 
 
-def _with_database(url: str, name: str) -> str:
-    before, _, query = url.partition("?")
-    base = before.rsplit("/", 1)[0]
-    return f"{base}/{name}?{query}" if query else f"{base}/{name}"
+def database_factory(backend: str, request: pytest.FixtureRequest) -> Callable[[], str]:
+    """The session's factory of empty databases on the backend's server (started lazily)."""
+    fixture = "make_database" if backend == "postgres" else "make_timescale_database"
+    return request.getfixturevalue(fixture)
 
 
-async def fresh_database(backend: str, make_database: Callable[[], str]) -> str:
+async def fresh_database(backend: str, request: pytest.FixtureRequest) -> str:
     """URL of a new database with every migration applied, on the backend's server."""
-    if backend == "postgres":
-        url = make_database()
-    else:
-        assert TIMESCALE_URL is not None
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        admin = await asyncpg.connect(TIMESCALE_URL)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        url = _with_database(TIMESCALE_URL, name)
+    url = database_factory(backend, request)()
     report = await migrate(url)
     assert report.mode == backend
+    if backend == "timescaledb":
+        await pause_background_retention(url)
     return url
+
+
+async def pause_background_retention(url: str) -> None:
+    """Stop the scheduler's retention and columnstore jobs in this database.
+
+    The tests write fixed historic dates, older than the 365-day retention of 1-minute rows; the
+    scheduler would drop (or compress) those chunks at a moment of its choosing, in the middle of
+    a test. Retention itself is tested through apply_retention, which runs in the test's session.
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
+            "WHERE proc_name IN ('policy_retention', 'policy_compression')"
+        )
+    finally:
+        await conn.close()
 
 
 def expected_aggregate(minutes: pl.DataFrame, interval: str) -> pl.DataFrame:

@@ -26,8 +26,8 @@ HEADER = "symbol,ts,open,high,low,close,volume\n"
 
 
 @pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, make_database) -> str:
-    return await fresh_database(request.param, make_database)
+async def db_url(request: pytest.FixtureRequest) -> str:
+    return await fresh_database(request.param, request)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from tests.engine.storage_support import (
 
 
 @pytest.fixture(params=BACKENDS)
-async def conn(request: pytest.FixtureRequest, make_database) -> asyncpg.Connection:
-    url = await fresh_database(request.param, make_database)
+async def conn(request: pytest.FixtureRequest) -> asyncpg.Connection:
+    url = await fresh_database(request.param, request)
     connection = await asyncpg.connect(url)
     await connection.execute("SET TIME ZONE 'UTC'")
     yield connection

@@ -24,8 +24,8 @@ from tests.engine.storage_support import (
 
 
 @pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, make_database) -> str:
-    return await fresh_database(request.param, make_database)
+async def db_url(request: pytest.FixtureRequest) -> str:
+    return await fresh_database(request.param, request)
 
 
 async def test_empty_database_is_fresh(db_url: str) -> None:

@@ -25,8 +25,8 @@ RELATIONS = {
 
 
 @pytest.fixture(params=BACKENDS)
-async def conn(request: pytest.FixtureRequest, make_database) -> asyncpg.Connection:
-    connection = await asyncpg.connect(await fresh_database(request.param, make_database))
+async def conn(request: pytest.FixtureRequest) -> asyncpg.Connection:
+    connection = await asyncpg.connect(await fresh_database(request.param, request))
     yield connection
     await connection.close()
 
