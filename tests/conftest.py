@@ -143,6 +143,21 @@ def timescale_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def timescale_unloaded_url() -> Iterator[str]:
+    """A PostgreSQL 15 server with TimescaleDB installed but not in shared_preload_libraries."""
+    reason = find_unavailable_reason()
+    if reason is not None:
+        if os.environ.get("KISRAY_TEST_REQUIRE_TIMESCALE"):
+            pytest.fail(f"KISRAY_TEST_REQUIRE_TIMESCALE is set, but {reason}")
+        pytest.skip(reason)
+    server = TimescaleServer(preload=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def make_timescale_database(timescale_url: str) -> Iterator[Callable[[], str]]:
     """Create an empty database on the session's TimescaleDB server; returns its URL."""
     with _database_factory(timescale_url) as factory:

@@ -24,10 +24,9 @@ PG_MAJOR = "15"
 PG_BIN = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
 SERVER_USER = "postgres"  # who runs the server when the tests run as root
 
+PRELOAD = ("shared_preload_libraries = 'timescaledb'", "timescaledb.telemetry_level = off")
 SETTINGS = (
     "listen_addresses = '127.0.0.1'",
-    "shared_preload_libraries = 'timescaledb'",
-    "timescaledb.telemetry_level = off",
     # Buckets and expected values in the tests are UTC.
     "timezone = 'UTC'",
     # Every test database with the extension runs a job scheduler of its own: room for them.
@@ -77,10 +76,15 @@ def _free_port() -> int:
 
 @dataclass
 class TimescaleServer:
-    """Start with `start()`, stop and remove with `stop()`; `url` points at database postgres."""
+    """Start with `start()`, stop and remove with `stop()`; `url` points at database postgres.
+
+    `preload=False` leaves TimescaleDB out of shared_preload_libraries: the package installed
+    but not enabled, the state a server is in right after the package install.
+    """
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kisray-tsdb-")))
     port: int = field(default_factory=_free_port)
+    preload: bool = True
     _started: bool = False
 
     @property
@@ -114,7 +118,8 @@ class TimescaleServer:
             "--locale=C.UTF-8",
         )  # fmt: skip
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("\n".join((*SETTINGS, f"port = {self.port}",
+            preload = PRELOAD if self.preload else ()
+            conf.write("\n".join((*SETTINGS, *preload, f"port = {self.port}",
                                   f"unix_socket_directories = '{self.root}'")) + "\n")  # fmt: skip
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
         self._started = True

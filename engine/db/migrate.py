@@ -13,6 +13,7 @@ in `kisray_meta`; later runs keep it so a database never mixes the two schemas.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import logging
@@ -151,7 +152,13 @@ def _has_code(statement: str) -> bool:
     return bool(without_comments.strip())
 
 
-async def _decide_mode(conn: asyncpg.Connection) -> tuple[DbMode, str | None]:
+ENABLE_TIMESCALEDB_HINT = (
+    "add timescaledb to shared_preload_libraries in postgresql.conf and restart the server "
+    "to use TimescaleDB mode"
+)
+
+
+async def _decide_mode(conn: asyncpg.Connection, url: str) -> tuple[DbMode, str | None]:
     recorded = await conn.fetchval("SELECT value FROM kisray_meta WHERE key = 'db_mode'")
     installed = await conn.fetchval(
         "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
@@ -172,16 +179,54 @@ async def _decide_mode(conn: asyncpg.Connection) -> tuple[DbMode, str | None]:
     )
     if available is None:
         return "postgres", None
-    try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except asyncpg.PostgresError as exc:
-        # Typically: the library is not in shared_preload_libraries.
-        logger.warning("TimescaleDB is available but cannot be created (%s); using PostgreSQL", exc)
+    # Without the preload, CREATE EXTENSION raises FATAL, which ends the session it runs in:
+    # ask first, and where the setting is not readable, try on a connection of its own.
+    preloaded = await _timescaledb_preloaded(conn)
+    if preloaded is False:
+        logger.warning(
+            "TimescaleDB %s is installed on this server but not preloaded; using PostgreSQL "
+            "mode (%s)",
+            available,
+            ENABLE_TIMESCALEDB_HINT,
+        )
         return "postgres", None
-    version = await conn.fetchval(
-        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-    )
+    version = await _create_extension(conn if preloaded else None, url)
+    if version is None:
+        return "postgres", None
     return "timescaledb", version
+
+
+async def _timescaledb_preloaded(conn: asyncpg.Connection) -> bool | None:
+    """Whether shared_preload_libraries names timescaledb; None when this role cannot read it."""
+    try:
+        libraries = await conn.fetchval("SELECT current_setting('shared_preload_libraries')")
+    except asyncpg.InsufficientPrivilegeError:
+        return None
+    names = (name.strip().strip('"') for name in (libraries or "").split(","))
+    return any(name == "timescaledb" or name.startswith("timescaledb-") for name in names)
+
+
+async def _create_extension(conn: asyncpg.Connection | None, url: str) -> str | None:
+    """CREATE EXTENSION timescaledb on `conn`, or on a throwaway connection when None (it may
+    not survive the attempt). Returns the installed version, or None after one warning."""
+    own = conn is None
+    target = await connect(url) if own else conn
+    try:
+        await target.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        return await target.fetchval(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        logger.warning(
+            "TimescaleDB is installed but cannot be enabled (%s); using PostgreSQL mode (%s)",
+            str(exc).splitlines()[0],
+            ENABLE_TIMESCALEDB_HINT,
+        )
+        return None
+    finally:
+        if own:
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await target.close()
 
 
 async def migrate(url: str, migrations: list[Migration] | None = None) -> MigrationReport:
@@ -191,16 +236,18 @@ async def migrate(url: str, migrations: list[Migration] | None = None) -> Migrat
         # Session-level lock: a second migrator waits here until the first is done.
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
-            return await _migrate_locked(conn, migrations)
+            return await _migrate_locked(conn, migrations, url)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     finally:
         await conn.close()
 
 
-async def _migrate_locked(conn: asyncpg.Connection, migrations: list[Migration]) -> MigrationReport:
+async def _migrate_locked(
+    conn: asyncpg.Connection, migrations: list[Migration], url: str
+) -> MigrationReport:
     await conn.execute(_BOOTSTRAP)
-    mode, ts_version = await _decide_mode(conn)
+    mode, ts_version = await _decide_mode(conn, url)
     await conn.execute(
         "INSERT INTO kisray_meta (key, value) VALUES ('db_mode', $1) "
         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -97,3 +97,31 @@ async def test_no_transaction_migrations_run_statement_by_statement(make_databas
     ]
     report = await migrate(url, migrations)
     assert report.applied == ("001_t.sql", "002_vac.sql")
+
+
+@pytest.mark.timescale
+async def test_timescaledb_installed_but_not_preloaded_means_postgres_mode_for_any_role(
+    timescale_unloaded_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CREATE EXTENSION without the preload raises FATAL and ends its session; migrate must
+    neither run it on its own session nor die: it picks PostgreSQL mode with one warning, also
+    for a role that cannot read shared_preload_libraries (it then tries on a spare connection).
+    """
+    admin = await asyncpg.connect(timescale_unloaded_url)
+    try:
+        await admin.execute("CREATE ROLE kisray_app LOGIN")
+        await admin.execute("CREATE DATABASE app_db OWNER kisray_app")
+        await admin.execute("CREATE DATABASE admin_db")
+    finally:
+        await admin.close()
+    base = timescale_unloaded_url.rsplit("@", 1)[1].rsplit("/", 1)[0]
+    for url in (f"postgresql://postgres@{base}/admin_db", f"postgresql://kisray_app@{base}/app_db"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="engine.db.migrate"):
+            report = await migrate(url)
+        assert report.mode == "postgres", url
+        assert report.current_version == max(m.version for m in discover())
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1, warnings
+        assert "shared_preload_libraries" in warnings[0]
+        assert (await migrate(url)).applied == ()  # the database stays usable
