@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test lint format bench clean compose-tool chromium
+.PHONY: run test install install-test lint format bench clean compose-tool chromium timescaledb
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,18 @@ chromium:
 	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } || \
 	echo "note: no chromium; tests/api/test_browser.py will be skipped"
 
-test: lint compose-tool chromium
+# The TimescaleDB tests start their own throwaway PostgreSQL 15 + TimescaleDB cluster
+# (tests/timescale_server.py). Installed from the TimescaleDB 2.28.3 build in ../shared when root
+# on x86_64 (install.sh adds Debian's postgresql-15 if it is missing; a second run changes
+# nothing); otherwise those tests skip and say why.
+TIMESCALEDB_DIR ?= ../shared/timescaledb
+timescaledb:
+	@if [ "$$(id -u)" = 0 ] && [ "$$(uname -m)" = x86_64 ] && [ -f $(TIMESCALEDB_DIR)/install.sh ]; then \
+	  DEBIAN_FRONTEND=noninteractive bash $(TIMESCALEDB_DIR)/install.sh; \
+	else echo "note: cannot install TimescaleDB here (needs root, x86_64 and $(TIMESCALEDB_DIR));" \
+	  "the TimescaleDB tests will be skipped unless it is installed"; fi
+
+test: lint compose-tool chromium timescaledb
 	$(BIN)/python -m pytest -ra
 
 bench: install-test
