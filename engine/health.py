@@ -60,8 +60,8 @@ def judge(database: dict, kis: dict, recorder: dict, aggregates: dict | None) ->
             elif state.get("behind"):
                 warnings.append(f"aggregate {interval} behind")
         for job in aggregates.get("jobs") or ():
-            if job.get("failing"):
-                warnings.append(f"timescaledb job {job.get('job_id')} ({job.get('kind')}) failed")
+            if job.get("warning"):  # failing, paused or overdue: id, relation, last error
+                warnings.append(job["warning"])
     elif database.get("reachable"):
         warnings.append("aggregate freshness unknown")
 
@@ -69,10 +69,15 @@ def judge(database: dict, kis: dict, recorder: dict, aggregates: dict | None) ->
 
 
 def aggregate_lag_seconds(aggregates: dict | None) -> dict[str, float]:
-    """Per interval: seconds between the bucket the newest 1-minute row belongs to and the
-    aggregate's newest bucket (0 when current or when there is no data at all)."""
+    """Per interval: seconds the aggregate trails what it should hold (the freshness report's
+    `lag_s`; from a report without it, the newest row's bucket against the aggregate's newest
+    bucket). 0 when current or when there is no data at all; left out when unknown."""
     lags: dict[str, float] = {}
     for interval, state in ((aggregates or {}).get("aggregates") or {}).items():
+        if "lag_s" in state:
+            if state["lag_s"] is not None:
+                lags[interval] = float(state["lag_s"])
+            continue
         expected, newest = state.get("expected_bucket"), state.get("newest_bucket")
         if expected is None:
             lags[interval] = 0.0

@@ -34,6 +34,10 @@ class AggregateFreshness:
     materialized_until: datetime | None = None  # TimescaleDB watermark
     refresh_failing: bool = False
     behind: bool = False
+    # Seconds the level trails what it should hold by now: PostgreSQL, its newest bucket behind
+    # the newest row's; TimescaleDB, the watermark behind what its policy should have
+    # materialized (real-time aggregation still serves the rest). None when unknown.
+    lag_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +50,24 @@ class JobState:
     total_failures: int
     next_start: datetime | None
     recent_errors: tuple[str, ...] = ()
+    scheduled: bool = True  # false: paused (alter_job(id, scheduled => false))
+    overdue: bool = False  # its next start passed a schedule interval ago: nothing runs it
 
     @property
     def failing(self) -> bool:
         return self.last_run_status == "Failed"
+
+    def describe(self) -> str | None:
+        """One line for /health when the job needs an operator's eye, else None."""
+        job = f"timescaledb job {self.job_id} ({self.kind} {self.relation})"
+        if self.failing:
+            error = self.recent_errors[0] if self.recent_errors else "no error recorded"
+            return f"{job} failed: {error}"
+        if not self.scheduled:
+            return f"{job} paused"
+        if self.overdue and self.next_start is not None:
+            return f"{job} overdue since {self.next_start.isoformat()}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +80,7 @@ class FreshnessReport:
     @property
     def ok(self) -> bool:
         return not any(a.behind or a.refresh_failing for a in self.aggregates) and not any(
-            j.failing for j in self.jobs
+            j.describe() for j in self.jobs
         )
 
     def as_dict(self) -> dict:
@@ -77,7 +95,8 @@ class FreshnessReport:
                 a.interval: {k: plain(v) for k, v in asdict(a).items()} for a in self.aggregates
             },
             "jobs": [
-                {k: plain(v) for k, v in asdict(j).items()} | {"failing": j.failing}
+                {k: plain(v) for k, v in asdict(j).items()}
+                | {"failing": j.failing, "warning": j.describe()}
                 for j in self.jobs
             ],
         }
@@ -90,8 +109,9 @@ _KINDS = {
 }
 
 
-async def timescale_jobs(conn: asyncpg.Connection) -> list[JobState]:
+async def timescale_jobs(conn: asyncpg.Connection, now: datetime | None = None) -> list[JobState]:
     """kisray's policy jobs with their last outcome; relation = the cagg view or hypertable."""
+    now = now or datetime.now(UTC)
     # TimescaleDB keeps ±infinity in these columns (never succeeded; a paused job's next start),
     # which no Python datetime can hold: read them as NULL.
     rows = await conn.fetch(
@@ -101,7 +121,8 @@ async def timescale_jobs(conn: asyncpg.Connection) -> list[JobState]:
                CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END
                    AS last_successful_finish,
                coalesce(s.total_failures, 0) AS total_failures,
-               CASE WHEN isfinite(s.next_start) THEN s.next_start END AS next_start
+               CASE WHEN isfinite(s.next_start) THEN s.next_start END AS next_start,
+               j.scheduled, j.schedule_interval
         FROM timescaledb_information.jobs j
         LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
         LEFT JOIN timescaledb_information.continuous_aggregates ca
@@ -136,9 +157,19 @@ async def timescale_jobs(conn: asyncpg.Connection) -> list[JobState]:
             total_failures=r["total_failures"],
             next_start=r["next_start"],
             recent_errors=tuple(by_job.get(r["job_id"], [])[:5]),
+            scheduled=r["scheduled"],
+            overdue=_overdue(r["scheduled"], r["next_start"], r["schedule_interval"], now),
         )
         for r in rows
     ]
+
+
+def _overdue(
+    scheduled: bool, next_start: datetime | None, every: timedelta | None, now: datetime
+) -> bool:
+    # A scheduler that runs keeps next_start ahead of now, give or take one run's length.
+    grace = max(every or timedelta(0), timedelta(minutes=1))
+    return scheduled and next_start is not None and next_start < now - grace
 
 
 async def _newest_minute(conn: asyncpg.Connection) -> datetime | None:
@@ -164,6 +195,10 @@ async def _watermark(conn: asyncpg.Connection, level: AggregateLevel) -> datetim
     )
 
 
+def _seconds(delta: timedelta) -> float:
+    return max(delta.total_seconds(), 0.0)
+
+
 def _materialization_target(
     level: AggregateLevel, newest_minute: datetime, now: datetime
 ) -> datetime:
@@ -175,7 +210,7 @@ async def check_freshness(conn: asyncpg.Connection, now: datetime | None = None)
     now = now or datetime.now(UTC)
     mode = await database_mode(conn) or "postgres"
     newest_minute = await _newest_minute(conn)
-    jobs = await timescale_jobs(conn) if mode == "timescaledb" else []
+    jobs = await timescale_jobs(conn, now) if mode == "timescaledb" else []
     failing_refresh = {j.relation for j in jobs if j.kind == "refresh" and j.failing}
     levels: list[AggregateFreshness] = []
     for level in LEVELS:
@@ -183,16 +218,28 @@ async def check_freshness(conn: asyncpg.Connection, now: datetime | None = None)
         expected = level.label(newest_minute) if newest_minute else None
         if mode == "postgres":
             behind = expected is not None and (newest is None or newest < expected)
+            lag = _seconds(expected - newest) if expected and newest else None
             levels.append(
-                AggregateFreshness(level.interval, level.relation, newest, expected, behind=behind)
+                AggregateFreshness(
+                    level.interval,
+                    level.relation,
+                    newest,
+                    expected,
+                    behind=behind,
+                    lag_s=0.0 if expected is None else lag,
+                )
             )
             continue
         watermark = await _watermark(conn, level)
         behind = False
+        lag = 0.0
         if newest_minute is not None:
             target = _materialization_target(level, newest_minute, now)
             allowed = 2 * level.schedule + level.width
             behind = target - (watermark or datetime.min.replace(tzinfo=UTC)) > allowed
+            # Whole buckets only: the one holding the target is not due yet.
+            due = level.label(target) - level.shift
+            lag = _seconds(due - watermark) if watermark else None
         levels.append(
             AggregateFreshness(
                 level.interval,
@@ -202,6 +249,7 @@ async def check_freshness(conn: asyncpg.Connection, now: datetime | None = None)
                 materialized_until=watermark,
                 refresh_failing=level.cagg in failing_refresh,
                 behind=behind,
+                lag_s=lag,
             )
         )
     return FreshnessReport(mode, newest_minute, tuple(levels), tuple(jobs))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from engine.db.freshness import FreshnessReport, JobState
 from engine.health import aggregate_lag_seconds, judge
 
 UP = {"reachable": True, "mode": "postgres"}
@@ -26,10 +29,34 @@ def test_parts_not_started_are_fine_but_silent_ones_are_not() -> None:
     assert not judge(UP, {"state": "stopped"}, {}, FRESH).ok
 
 
-def test_reconnects_lag_and_failing_jobs_are_warnings() -> None:
+def _job(job_id: int, **state: object) -> JobState:
+    fields: dict = {
+        "job_id": job_id,
+        "kind": "refresh",
+        "relation": "market_candles_5m",
+        "last_run_status": "Success",
+        "last_successful_finish": None,
+        "total_failures": 0,
+        "next_start": datetime(2025, 3, 10, 1, 0, tzinfo=UTC),
+    }
+    return JobState(**(fields | state))
+
+
+def test_reconnects_lag_and_failing_paused_or_overdue_jobs_are_warnings() -> None:
+    jobs = (
+        _job(
+            1001,
+            last_run_status="Failed",
+            recent_errors=("2025-03-10T00:55:00+00:00 XX000: cannot drop portal",),
+        ),
+        _job(1002, relation="market_candles_1h", scheduled=False),
+        _job(1003, kind="retention", relation="market_candles", overdue=True),
+        _job(1004),
+    )
+    report = FreshnessReport("timescaledb", None, (), jobs).as_dict()
     aggregates = {
         "aggregates": {"15m": {"behind": True}, "1h": {"refresh_failing": True}},
-        "jobs": [{"job_id": 1001, "kind": "refresh", "failing": True}],
+        "jobs": report["jobs"],
     }
     recorder = {"status": "degraded", "last_error": "OSError", "backlog": {"rows": 50_000}}
     verdict = judge(UP, {"state": "reconnecting"}, recorder, aggregates)
@@ -40,7 +67,10 @@ def test_reconnects_lag_and_failing_jobs_are_warnings() -> None:
         "recorder backlog 50000 rows",
         "aggregate 15m behind",
         "aggregate 1h refresh failing",
-        "timescaledb job 1001 (refresh) failed",
+        "timescaledb job 1001 (refresh market_candles_5m) failed: "
+        "2025-03-10T00:55:00+00:00 XX000: cannot drop portal",
+        "timescaledb job 1002 (refresh market_candles_1h) paused",
+        "timescaledb job 1003 (retention market_candles) overdue since 2025-03-10T01:00:00+00:00",
     }
 
 
@@ -61,3 +91,6 @@ def test_aggregate_lag_in_seconds() -> None:
     }
     assert aggregate_lag_seconds(aggregates) == {"5m": 900.0, "15m": 0.0, "1d": 0.0}
     assert aggregate_lag_seconds(None) == {}
+    # A report's own lag wins (TimescaleDB: the watermark's lag); None means unknown.
+    timescale = {"aggregates": {"5m": {"lag_s": 600.0}, "1h": {"lag_s": None}}}
+    assert aggregate_lag_seconds(timescale) == {"5m": 600.0}
