@@ -20,12 +20,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from engine.config import Settings
-from engine.db.candles import KST_OFFSET, LEVEL_BY_INTERVAL
+from engine.db.candles import KST_OFFSET, LEVEL_BY_INTERVAL, RAW_RELATION
 from engine.db.migrate import DbMode, database_mode
 
 logger = logging.getLogger(__name__)
 
-RAW_RELATION = "market_candles"
 _DAY = timedelta(days=1)
 
 
