@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# What the TimescaleDB tests run on; the compose file pins the same pair (tests/deploy).
+TESTED_TIMESCALEDB = "2.28.3"
 PG_MAJOR = "15"
 PG_BIN = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
 SERVER_USER = "postgres"  # who runs the server when the tests run as root

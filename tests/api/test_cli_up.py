@@ -89,10 +89,12 @@ def _postgres_on(pgdata: Path) -> list[psutil.Process]:
 
 
 @contextlib.contextmanager
-def _kisray_up(home: Path) -> Iterator[tuple[subprocess.Popen, dict[str, str], int, int]]:
+def _kisray_up(
+    home: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen, dict[str, str], int, int]]:
     """`kisray up` in a subprocess, healthy; killed at the end if a test left it running."""
     port, sim_port = free_port(), free_port()
-    env = _env(home, port, sim_port)
+    env = _env(home, port, sim_port) | (extra_env or {})
     with open(home / "up.log", "wb") as log:
         proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

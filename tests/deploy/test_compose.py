@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.timescale_server import PG_MAJOR, TESTED_TIMESCALEDB
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "docker-compose.yml"
 LOCAL = ROOT / "docker-compose.local.yml"
@@ -126,12 +128,11 @@ def test_base_file_without_profiles_starts_no_collector() -> None:
     assert services["ray-head"]["command"] == ["--profile", "local", "--no-sim"]
 
 
-def test_database_is_timescaledb_with_a_pinned_postgres_major() -> None:
+def test_database_is_the_timescaledb_and_postgres_major_the_suite_tests() -> None:
     image = resolve(BASE)["services"]["db"]["image"]
     name, _, tag = image.partition(":")
     assert name == "timescale/timescaledb"
-    assert tag.split("-")[-1].startswith("pg") and tag.split("-")[-1][2:].isdigit(), tag
-    assert tag != "latest" and not tag.startswith("latest")
+    assert tag == f"{TESTED_TIMESCALEDB}-pg{PG_MAJOR}", tag
 
 
 def test_credentials_pass_through_and_are_never_written_into_the_files() -> None:

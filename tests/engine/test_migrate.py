@@ -7,6 +7,7 @@ import pytest
 
 from engine.db.migrate import Migration, discover, migrate, plan, split_statements
 from engine.errors import MigrationError
+from tests.timescale_server import TESTED_TIMESCALEDB
 
 
 def test_discover_finds_the_shipped_migrations_in_order() -> None:
@@ -125,3 +126,12 @@ async def test_timescaledb_installed_but_not_preloaded_means_postgres_mode_for_a
         assert len(warnings) == 1, warnings
         assert "shared_preload_libraries" in warnings[0]
         assert (await migrate(url)).applied == ()  # the database stays usable
+
+
+@pytest.mark.timescale
+async def test_a_preloaded_server_gets_timescaledb_mode_on_the_tested_version(
+    make_timescale_database,
+) -> None:
+    report = await migrate(make_timescale_database())
+    assert report.mode == "timescaledb"
+    assert report.timescaledb_version == TESTED_TIMESCALEDB  # the compose file pins the same
