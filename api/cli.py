@@ -180,6 +180,10 @@ def status() -> None:
         raise _fail(f"kisray is not running (no {state_path}); start it with `kisray up`", 1)
     state = json.loads(state_path.read_text())
     console.print(f"kisray up (pid {state['pid']}), Ray at {state['ray_address']}")
+    if state.get("ray_auth_token_path"):  # how `ray` commands join the private head
+        console.print(
+            f"  Ray token  RAY_AUTH_TOKEN_PATH={state['ray_auth_token_path']}", soft_wrap=True
+        )
     console.print(f"  API        {state['api_url']}")
     try:
         reply = httpx.get(f"{state['api_url']}/health", timeout=5)

@@ -173,8 +173,14 @@ class Stack:
     def _start_serve(self) -> None:
         from ray import serve
 
+        from actors.candles import candle_actor
         from api.app import build_app
         from api.ingress import serves_directly
+
+        # The candle actor warms up (process, imports, pool, calendar) while Serve starts; left
+        # to the first /candles, that request waited 10-13 s on a 2-core machine.
+        with _logged("pre-warming the candle actor"):
+            candle_actor().ready.remote()
 
         if self._ray_head is not None or serves_directly():
             # Our own head runs direct ingress (api/ingress.py): the replica answers on KISRAY_PORT

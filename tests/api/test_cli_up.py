@@ -127,6 +127,8 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
         status = subprocess.run([KISRAY, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stderr
         assert "mode postgres" in status.stderr + status.stdout
+        token = tmp_path / "data" / "ray_auth_token"
+        assert f"RAY_AUTH_TOKEN_PATH={token}" in status.stdout + status.stderr
 
         second = subprocess.run([KISRAY, "up"], env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode != 0
