@@ -1,7 +1,9 @@
 """Data frames `E|TR_ID|NNN|payload` ↔ typed records (kis-protocol.md §3).
 
 Record width is always total fields ÷ NNN, and only known indices are read, so fields that
-KIS appends later never break parsing. Every malformed input raises KisProtocolError.
+KIS appends later never break parsing (46 or 47 trade fields, 59, 62 or 63 book fields all parse).
+A malformed frame raises KisProtocolError; a malformed record inside an otherwise good frame
+costs only itself: the frame keeps its good records and lists the bad ones in `rejected`.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ class FrameKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RealtimeFrame:
-    """One decoded data frame: all its records, in wire order, plus the raw text."""
+    """One decoded data frame: its good records, in wire order, plus the raw text.
+
+    `rejected` holds the raw text of each record that did not decode (fields joined by ^).
+    """
 
     tr_id: str
     encrypted: bool
     records: tuple[Record, ...]
     raw: str
+    rejected: tuple[str, ...] = ()
 
 
 def classify_frame(raw: str) -> FrameKind:
@@ -45,17 +51,22 @@ def classify_frame(raw: str) -> FrameKind:
 
 # -- decoding ---------------------------------------------------------------------------------
 
-_Parser = Callable[[list[str], int, int, str], list]
+# (fields, count, width, session date) → (records, offsets of the records that did not decode)
+_Parser = Callable[[list[str], int, int, str], tuple[list, list[int]]]
+# What int()/float()/kst_to_utc raise on bad text; caught per record (a try costs nothing in
+# 3.11+ until it fires, so the good path stays as fast as before).
+_RECORD_ERRORS = (ValueError, IndexError, TypeError, OverflowError)
 
 
-def _trades(f: list[str], count: int, width: int, _session_date: str) -> list[Trade]:
-    out = []
+def _trades(f: list[str], count: int, width: int, _session_date: str) -> tuple[list, list[int]]:
+    out: list[Trade] = []
+    bad: list[int] = []
     append = out.append
     for b in range(0, count * width, width):
-        date = f[b + 33]
-        hhmmss = f[b + 1]
-        append(
-            Trade(
+        try:
+            date = f[b + 33]
+            hhmmss = f[b + 1]
+            trade = Trade(
                 f[b],
                 kst_to_utc(date, hhmmss),
                 date,
@@ -79,8 +90,11 @@ def _trades(f: list[str], count: int, width: int, _session_date: str) -> list[Tr
                 f[b + 35] == "Y",
                 f[b + 43],
             )
-        )
-    return out
+        except _RECORD_ERRORS:
+            bad.append(b)
+            continue
+        append(trade)
+    return out, bad
 
 
 # Price ladders repeat from one snapshot to the next (they move only when the best price
@@ -100,26 +114,27 @@ def _ladder(fields: list[str], key: str) -> tuple[int, ...]:
     return ladder
 
 
-def _books(f: list[str], count: int, width: int, session_date: str) -> list[BookSnapshot]:
-    out = []
+def _books(f: list[str], count: int, width: int, session_date: str) -> tuple[list, list[int]]:
+    out: list[BookSnapshot] = []
+    bad: list[int] = []
     append = out.append
     cached = _LADDERS.get
     join = "^".join
     last_time, ts = None, None
     for b in range(0, count * width, width):
-        hhmmss = f[b + 1]
-        if hhmmss != last_time:  # records in one frame usually share the second
-            ts = kst_to_utc(session_date, hhmmss)
-            last_time = hhmmss
-        side = f[b + 3 : b + 13]
-        key = join(side)
-        asks = cached(key) or _ladder(side, key)
-        side = f[b + 13 : b + 23]
-        key = join(side)
-        bids = cached(key) or _ladder(side, key)
-        sizes = list(map(int, f[b + 23 : b + 43]))  # one map over both size ladders
-        append(
-            _new_tuple(
+        try:
+            hhmmss = f[b + 1]
+            if hhmmss != last_time:  # records in one frame usually share the second
+                ts = kst_to_utc(session_date, hhmmss)
+                last_time = hhmmss
+            side = f[b + 3 : b + 13]
+            key = join(side)
+            asks = cached(key) or _ladder(side, key)
+            side = f[b + 13 : b + 23]
+            key = join(side)
+            bids = cached(key) or _ladder(side, key)
+            sizes = list(map(int, f[b + 23 : b + 43]))  # one map over both size ladders
+            book = _new_tuple(
                 BookSnapshot,
                 (
                     f[b],
@@ -138,8 +153,12 @@ def _books(f: list[str], count: int, width: int, session_date: str) -> list[Book
                     int(f[b + 53]),
                 ),
             )
-        )
-    return out
+        except _RECORD_ERRORS:
+            last_time = None  # the bad record's time may have been the one that failed
+            bad.append(b)
+            continue
+        append(book)
+    return out, bad
 
 
 def _int_or_zero(value: str) -> int:
@@ -147,12 +166,13 @@ def _int_or_zero(value: str) -> int:
     return int(value) if value else 0
 
 
-def _notices(f: list[str], count: int, width: int, session_date: str) -> list[ExecutionNotice]:
-    out = []
+def _notices(f: list[str], count: int, width: int, session_date: str) -> tuple[list, list[int]]:
+    out: list[ExecutionNotice] = []
+    bad: list[int] = []
     for b in range(0, count * width, width):
-        hhmmss = f[b + tr.N_TIME]
-        out.append(
-            ExecutionNotice(
+        try:
+            hhmmss = f[b + tr.N_TIME]
+            notice = ExecutionNotice(
                 customer_id=f[b + tr.N_CUST_ID],
                 account_no=f[b + tr.N_ACCOUNT],
                 order_no=f[b + tr.N_ORDER_NO],
@@ -176,8 +196,11 @@ def _notices(f: list[str], count: int, width: int, session_date: str) -> list[Ex
                 symbol_name=f[b + tr.N_SYMBOL_NAME],
                 order_price=_int_or_zero(f[b + tr.N_ORDER_PRICE]),
             )
-        )
-    return out
+        except _RECORD_ERRORS:
+            bad.append(b)
+            continue
+        out.append(notice)
+    return out, bad
 
 
 # tr_id → (parser, minimum record width)
@@ -225,13 +248,16 @@ def parse_data_frame(
             raise KisProtocolError(
                 f"{tr_id}: {len(fields)} fields do not make {count} records of ≥{min_width}", raw
             )
-        records = parser(fields, count, width, session_date or kst_today())
+        records, bad = parser(fields, count, width, session_date or kst_today())
+        rejected = tuple("^".join(fields[b : b + width]) for b in bad)
+        if not records:
+            raise KisProtocolError(f"{tr_id}: no record of the frame decodes", raw)
     except KisProtocolError:
         raise
     except (ValueError, IndexError, TypeError, OverflowError) as exc:
         # int()/float() on non-numbers, bad dates, base64, padding, UTF-8, key sizes.
         raise KisProtocolError(f"malformed data frame: {exc}", raw) from exc
-    return RealtimeFrame(tr_id, encrypted, tuple(records), text)
+    return RealtimeFrame(tr_id, encrypted, tuple(records), text, rejected)
 
 
 def decode(
@@ -257,8 +283,9 @@ def _rate(value: float) -> str:
     return f"{value:.2f}"
 
 
-def encode_trade(t: Trade) -> list[str]:
-    f = ["0"] * tr.TRADE_WIDTH
+def encode_trade(t: Trade, width: int = tr.TRADE_WIDTH) -> list[str]:
+    """The fields kisray reads; the others are "0" (the simulator fills them in)."""
+    f = ["0"] * width
     f[tr.T_SYMBOL] = t.symbol
     f[tr.T_TIME] = t.time
     f[tr.T_PRICE] = str(t.price)
@@ -283,8 +310,9 @@ def encode_trade(t: Trade) -> list[str]:
     return f
 
 
-def encode_book(b: BookSnapshot, *, wide: bool = False) -> list[str]:
-    f = ["0"] * (tr.BOOK_WIDE_WIDTH if wide else tr.BOOK_WIDTH)
+def encode_book(b: BookSnapshot, width: int = tr.BOOK_WIDTH) -> list[str]:
+    """The fields kisray reads; the others are "0" (the simulator fills them in)."""
+    f = ["0"] * width
     f[tr.B_SYMBOL] = b.symbol
     f[tr.B_TIME] = b.time
     f[tr.B_HOUR_CLS] = b.hour_cls

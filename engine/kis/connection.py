@@ -448,6 +448,14 @@ class KisConnection:
                 log.warning("undecodable KIS frame (%s): %.200r", exc.message, exc.raw)
                 continue
             if isinstance(msg, RealtimeFrame):
+                if msg.rejected:
+                    # Counted, and kept whole in the DEBUG log; the frame's good records go on.
+                    self.decode_errors += len(msg.rejected)
+                    log.warning(
+                        "%d undecodable record(s) in a %s frame", len(msg.rejected), msg.tr_id
+                    )
+                    for record in msg.rejected:
+                        log.debug("undecodable %s record: %s", msg.tr_id, record)
                 self.frames += 1
                 self.records += len(msg.records)
                 self._on_frame(msg)

@@ -108,10 +108,12 @@ def parse_control(raw: str | bytes) -> Ack | PingPong:
         raise KisProtocolError("control frame without a header object", raw)
     header = obj["header"]
     tr_id = _str(header, "tr_id", text)
-    body = obj.get("body")
-    if tr_id == PINGPONG and body is None:
+    if tr_id == PINGPONG:
+        # Whatever it carries (no body, an empty one, or an MCA00000 reply body as some
+        # captures show), a heartbeat is echoed and never read as an acknowledgement.
         stamp = header.get("datetime")
         return PingPong(datetime=stamp if isinstance(stamp, str) else None, raw=text)
+    body = obj.get("body")
     if not isinstance(body, dict):
         raise KisProtocolError("ack without a body object", raw)
     rt_cd = _str(body, "rt_cd", text)
@@ -152,6 +154,6 @@ def build_ack(
 
 
 def build_pingpong(at_kst: datetime) -> str:
-    """Server side: the heartbeat frame, stamped with KST wall time."""
+    """Server side: the heartbeat frame, stamped with the given KST time."""
     stamp = at_kst.strftime("%Y%m%d%H%M%S")
     return json.dumps({"header": {"tr_id": PINGPONG, "datetime": stamp}}, separators=(",", ":"))

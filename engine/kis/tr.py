@@ -11,11 +11,40 @@ PINGPONG = "PINGPONG"
 NOTICE_TRS = frozenset({NOTICE, NOTICE_PAPER})
 SUPPORTED_TRS = frozenset({TRADE, BOOK, NOTICE, NOTICE_PAPER})
 
-# Documented widths; live frames may be wider (H0STASP0 arrives with 62).
+# Widths. The decoder needs at least the documented ones (46 / 59) and reads only the indices
+# below, so any wider layout parses. Frames captured from live KIS in 2026 carry 47 and 63 fields
+# (docs/kis-protocol.md); the simulator sends those by default and the older ones on request.
 TRADE_WIDTH = 46
+TRADE_WIDTHS = (46, 47)
+TRADE_LIVE_WIDTH = 47
 BOOK_WIDTH = 59
-BOOK_WIDE_WIDTH = 62
+BOOK_WIDTHS = (59, 62, 63)
+BOOK_LIVE_WIDTH = 63
 NOTICE_WIDTH = 26
+
+# The official column lists (open-trading-api `ccnl_krx` / `asking_price_krx`), in wire order.
+TRADE_COLUMNS = (
+    "MKSC_SHRN_ISCD", "STCK_CNTG_HOUR", "STCK_PRPR", "PRDY_VRSS_SIGN", "PRDY_VRSS", "PRDY_CTRT",
+    "WGHN_AVRG_STCK_PRC", "STCK_OPRC", "STCK_HGPR", "STCK_LWPR", "ASKP1", "BIDP1", "CNTG_VOL",
+    "ACML_VOL", "ACML_TR_PBMN", "SELN_CNTG_CSNU", "SHNU_CNTG_CSNU", "NTBY_CNTG_CSNU", "CTTR",
+    "SELN_CNTG_SMTN", "SHNU_CNTG_SMTN", "CCLD_DVSN", "SHNU_RATE", "PRDY_VOL_VRSS_ACML_VOL_RATE",
+    "OPRC_HOUR", "OPRC_VRSS_PRPR_SIGN", "OPRC_VRSS_PRPR", "HGPR_HOUR", "HGPR_VRSS_PRPR_SIGN",
+    "HGPR_VRSS_PRPR", "LWPR_HOUR", "LWPR_VRSS_PRPR_SIGN", "LWPR_VRSS_PRPR", "BSOP_DATE",
+    "NEW_MKOP_CLS_CODE", "TRHT_YN", "ASKP_RSQN1", "BIDP_RSQN1", "TOTAL_ASKP_RSQN",
+    "TOTAL_BIDP_RSQN", "VOL_TNRT", "PRDY_SMNS_HOUR_ACML_VOL", "PRDY_SMNS_HOUR_ACML_VOL_RATE",
+    "HOUR_CLS_CODE", "MRKT_TRTM_CLS_CODE", "VI_STND_PRC",
+)  # fmt: skip
+BOOK_COLUMNS = (
+    "MKSC_SHRN_ISCD", "BSOP_HOUR", "HOUR_CLS_CODE",
+    *(f"ASKP{i}" for i in range(1, 11)),
+    *(f"BIDP{i}" for i in range(1, 11)),
+    *(f"ASKP_RSQN{i}" for i in range(1, 11)),
+    *(f"BIDP_RSQN{i}" for i in range(1, 11)),
+    "TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "OVTM_TOTAL_ASKP_RSQN", "OVTM_TOTAL_BIDP_RSQN",
+    "ANTC_CNPR", "ANTC_CNQN", "ANTC_VOL", "ANTC_CNTG_VRSS", "ANTC_CNTG_VRSS_SIGN",
+    "ANTC_CNTG_PRDY_CTRT", "ACML_VOL", "TOTAL_ASKP_RSQN_ICDC", "TOTAL_BIDP_RSQN_ICDC",
+    "OVTM_TOTAL_ASKP_ICDC", "OVTM_TOTAL_BIDP_ICDC", "STCK_DEAL_CLS_CODE",
+)  # fmt: skip
 
 # H0STCNT0 field indices.
 T_SYMBOL = 0
@@ -33,12 +62,31 @@ T_BID1 = 11
 T_VOLUME = 12
 T_CUM_VOLUME = 13
 T_CUM_VALUE = 14
+T_SELL_COUNT = 15
+T_BUY_COUNT = 16
+T_NET_BUY_COUNT = 17
 T_STRENGTH = 18
+T_SELL_QTY = 19
+T_BUY_QTY = 20
 T_SIDE = 21
+T_BUY_RATE = 22
+T_VOLUME_RATE = 23
+T_OPEN_TIME = 24
+T_HIGH_TIME = 27
+T_LOW_TIME = 30
 T_DATE = 33
 T_MARKET_PHASE = 34
 T_HALTED = 35
+T_ASK_RSQN1 = 36
+T_BID_RSQN1 = 37
+T_TOTAL_ASK_RSQN = 38
+T_TOTAL_BID_RSQN = 39
+T_TURNOVER = 40
+T_PREV_SAME_TIME_VOL = 41
+T_PREV_SAME_TIME_RATE = 42
 T_HOUR_CLS = 43
+T_TERMINATION = 44
+T_VI_PRICE = 45
 
 # H0STASP0 field indices.
 B_SYMBOL = 0
@@ -52,7 +100,15 @@ B_TOTAL_ASK = 43
 B_TOTAL_BID = 44
 B_EXPECTED_PRICE = 47
 B_EXPECTED_QTY = 48
+B_EXPECTED_VOLUME = 49
+B_EXPECTED_CHANGE = 50
+B_EXPECTED_SIGN = 51
+B_EXPECTED_RATE = 52
 B_CUM_VOLUME = 53
+B_TOTAL_ASK_CHANGE = 54
+B_TOTAL_BID_CHANGE = 55
+B_DEAL_CLS = 58
+B_MID_PRICE = 59  # past the documented 59: the mid price in every 62/63-field capture
 BOOK_LEVELS = 10
 
 # H0STCNI0 field indices.

@@ -67,7 +67,7 @@ async def _emit(state: SimState, day: str, first: int, last: int) -> None:
             seconds = range(max(first, last - _BOOKS_PER_CYCLE + 1), last + 1)
             books = [market.book(symbol, day, s) for s in seconds]
             wide = state.config.wide_book
-            frame = build_data_frame(tr.BOOK, [encode_book(b, wide=wide) for b in books])
+            frame = build_data_frame(tr.BOOK, [encode_book(b, tr.BOOK_WIDTH + 3 * wide) for b in books])
             for session in book_subs:
                 await state.send(session, frame, len(books))
 

@@ -148,7 +148,7 @@ def test_trade_frames_round_trip(records: list[Trade]) -> None:
 @FAST
 @given(st.lists(books(), min_size=1, max_size=6), st.booleans())
 def test_book_frames_round_trip_at_both_widths(records: list[BookSnapshot], wide: bool) -> None:
-    frame = build_data_frame(BOOK, [encode_book(b, wide=wide) for b in records])
+    frame = build_data_frame(BOOK, [encode_book(b, 62 if wide else 59) for b in records])
     assert list(parse_data_frame(frame, session_date=SESSION_DATE).records) == records
 
 
@@ -246,7 +246,7 @@ def _valid_frames() -> list[str]:
                         1, "n", "s", 2)  # fmt: skip
     return [
         build_data_frame(TRADE, [encode_trade(t)] * 3),
-        build_data_frame(BOOK, [encode_book(b, wide=True)] * 2),
+        build_data_frame(BOOK, [encode_book(b, 62)] * 2),
         build_data_frame(NOTICE, [encode_notice(n)], aes_key=_KEY),
         build_ack(TRADE, "005930", "OPSP0000", aes_key=_KEY),
     ]
@@ -323,5 +323,46 @@ def test_cached_price_ladders_still_reject_bad_levels() -> None:
     assert parse_data_frame(good, session_date=SESSION_DATE).records == first  # cache hit
     parts = good.split("^")
     parts[5] = "2x"  # an ask price in the first record
+    decoded = parse_data_frame("^".join(parts), session_date=SESSION_DATE)
+    assert decoded.records == first[1:] and len(decoded.rejected) == 1
+    assert decoded.rejected[0].split("^")[5] == "2x"
+
+
+# -- gaps found by running captured frames through the codec ----------------------------------
+
+# A heartbeat that carries a body, as captured in mgh3326/go-kis
+# internal/testutil/fixtures/ws-pingpong.json.
+PINGPONG_WITH_BODY = (
+    '{"header":{"tr_id":"PINGPONG"},"body":{"rt_cd":"0","msg_cd":"MCA00000","msg1":"PING",'
+    '"output":{}}}'
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        PINGPONG_WITH_BODY,
+        '{"header":{"tr_id":"PINGPONG","datetime":"20250312100000"},"body":{"output":{}}}',
+        '{"header":{"tr_id":"PINGPONG","datetime":"20250312100000"},"body":{}}',
+        '{"header":{"tr_id":"PINGPONG"},"body":null}',
+    ],
+)
+def test_every_pingpong_variant_is_a_heartbeat(raw: str) -> None:
+    msg = decode(raw)
+    assert isinstance(msg, PingPong) and msg.raw == raw
+
+
+def test_one_bad_record_costs_only_itself() -> None:
+    t = _valid_frames()[0].split("|", 3)[3].split("^")
+    width = len(t) // 3
+    records = [t[i * width : (i + 1) * width] for i in range(3)]
+    bad = list(records[1])
+    bad[2] = "71x00"  # a price that is not a number
+    frame = build_data_frame(TRADE, [records[0], bad, records[2]])
+    decoded = parse_data_frame(frame)
+    good = parse_data_frame(_valid_frames()[0]).records
+    assert decoded.records == (good[0], good[2])
+    assert decoded.rejected == ("^".join(bad),)
+    # A frame whose every record is bad is still a decode error as a whole.
     with pytest.raises(KisProtocolError):
-        parse_data_frame("^".join(parts), session_date=SESSION_DATE)
+        parse_data_frame(build_data_frame(TRADE, [bad, bad]))

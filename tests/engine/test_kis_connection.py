@@ -323,3 +323,51 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
     backoff.reset()
     assert backoff.next_delay() <= 0.6
+
+
+async def test_a_pingpong_with_a_body_is_echoed_and_never_registers(sim_factory) -> None:
+    # The heartbeat shape captured in mgh3326/go-kis internal/testutil/fixtures/ws-pingpong.json.
+    ping = (
+        '{"header":{"tr_id":"PINGPONG"},"body":{"rt_cd":"0","msg_cd":"MCA00000",'
+        '"msg1":"PING","output":{}}}'
+    )
+    async with sim_factory(speed=60) as sim, running_feed(sim) as feed:
+        feed.register("a")
+        await feed.subscribe("a", [book("005930")])
+        async with asyncio.timeout(5):
+            await feed.connection.wait_connected()
+        await until(lambda: feed.connection.stats().live_registrations == 1)
+        before = (await sim_stats(sim))["echoes_received"]
+        pings = feed.connection.pings
+        await sim_fault(sim, kind="malformed", frame=ping)
+        await until(lambda: feed.connection.pings == pings + 1)
+        stats = await sim_stats(sim)
+        assert stats["echoes_received"] >= before + 1
+        assert feed.connection.stats().live_registrations == 1
+        assert feed.connection.decode_errors == 0
+
+
+async def test_a_bad_record_is_counted_and_its_neighbours_delivered(sim_factory, caplog) -> None:
+    fields = ["0"] * 47
+    fields[:3] = ["005930", "093001", "71000"]
+    fields[33] = "20250312"
+    good, bad = "^".join(fields), "^".join(["005930", "093001", "7l000", *fields[3:]])
+    frame = f"0|H0STCNT0|003|{good}^{bad}^{good}"
+    async with sim_factory(speed=1) as sim, running_feed(sim) as feed:
+        feed.register("a")
+        await feed.subscribe("a", [Registration(TRADE, "005930")])
+        async with asyncio.timeout(5):
+            await feed.connection.wait_connected()
+        await until(lambda: feed.connection.stats().live_registrations == 1)
+        await sim_fault(sim, kind="pause_symbol", symbol="005930", seconds=30)
+        feed.take("a")
+        with caplog.at_level("DEBUG", logger="engine.kis.connection"):
+            await sim_fault(sim, kind="malformed", frame=frame)
+            await until(lambda: feed.connection.decode_errors == 1)
+        prices = []
+        for _ in range(10):
+            batch = await feed.next_batch("a", 0.1)
+            if batch is not None:
+                prices += [r.price for r in batch.records if r.time == "093001"]
+        assert prices == [71000, 71000]
+        assert any(bad in r.getMessage() for r in caplog.records)
