@@ -206,12 +206,26 @@ def status() -> None:
         raise typer.Exit(1)
 
 
+def split_symbols(values: list[str] | None) -> tuple[str, ...]:
+    """`--symbols 005930,000660 --symbols 035420` → the three codes, in order, once each."""
+    out: list[str] = []
+    for value in values or ():
+        for code in value.replace(",", " ").split():
+            if code not in out:
+                out.append(code)
+    return tuple(out)
+
+
 @app.command()
 def sim(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="port (default KISRAY_SIM_PORT)")] = None,
     symbols: Annotated[
-        list[str] | None, typer.Option("--symbols", help="symbols to simulate (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--symbols",
+            help="symbols to simulate: repeat the option or give a comma-separated list",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="market seed (default KISRAY_SIM_SEED)")] = None,
     rate: Annotated[float, typer.Option(help="trades per simulated second, all symbols")] = 20.0,
@@ -219,9 +233,14 @@ def sim(
     real_hours: Annotated[
         bool, typer.Option("--real-hours", help="follow the KRX clock (closed at night)")
     ] = False,
-    wide_book: Annotated[
-        bool, typer.Option("--wide-book", help="62-field H0STASP0 as seen live")
-    ] = False,
+    trade_width: Annotated[
+        int, typer.Option(help="H0STCNT0 fields per record: 47 (live 2026) or 46 (documented)")
+    ] = 47,
+    book_width: Annotated[
+        int, typer.Option(help="H0STASP0 fields per record: 63 (live 2026), 62 or 59 (documented)")
+    ] = 63,
+    max_batch: Annotated[int, typer.Option(help="most trade records in one frame")] = 20,
+    books_per_frame: Annotated[int, typer.Option(help="book snapshots in one frame")] = 1,
     replay: Annotated[
         str | None, typer.Option(help="replay raw frames from this file instead")
     ] = None,
@@ -236,12 +255,15 @@ def sim(
     config = SimulatorConfig(
         host=host,
         port=settings.sim_port if port is None else port,
-        symbols=tuple(symbols or settings.symbols),
+        symbols=split_symbols(symbols) or tuple(settings.symbols),
         seed=settings.sim_seed if seed is None else seed,
         rate=rate,
         speed=speed,
         real_hours=real_hours,
-        wide_book=wide_book,
+        trade_width=trade_width,
+        book_width=book_width,
+        max_batch=max_batch,
+        books_per_frame=books_per_frame,
         replay_path=replay,
         ping_interval_s=ping_interval,
         max_registrations=settings.max_registrations,

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import random
 
 from engine.kis import tr
-from engine.kis.codec import build_data_frame, encode_book, encode_notice, encode_trade
+from engine.kis.codec import build_data_frame, encode_notice
 from engine.kis.records import ExecutionNotice
 from engine.kis.timeconv import kst_to_utc
 from engine.sim import krx
 from engine.sim.clock import SimTime
 from engine.sim.market import instrument_for
 from engine.sim.state import SimState
+from engine.sim.wire import book_fields, burst_sizes, chunks, trade_fields
 
 log = logging.getLogger(__name__)
 
 _MAX_CATCH_UP_S = 900  # after a clock jump, don't replay more than this much market at once
-_BOOKS_PER_CYCLE = 5
+_BOOK_SECONDS_PER_CYCLE = 5  # at high speed, the last few seconds' books, not every one
 
 
 async def run_feed(state: SimState) -> None:
@@ -44,32 +45,55 @@ async def run_feed(state: SimState) -> None:
         last = now
 
 
-def _chunks(items: Sequence, size: int) -> list[Sequence]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def trade_frames(state: SimState, symbol: str, day: str, first: int, last: int) -> list[str]:
+    """The H0STCNT0 frames of [first, last] for one symbol, sized by the burst model."""
+    config, market = state.config, state.market
+    plan = market.day(symbol, day)
+    detailed = market.detailed_trades_between(symbol, day, first, last)
+    frames: list[str] = []
+    at = 0
+    while at < len(detailed):
+        second = detailed[at][0].time
+        end = at
+        while end < len(detailed) and detailed[end][0].time == second:
+            end += 1
+        rng = random.Random(f"{config.seed}|{symbol}|{day}|{second}|burst")
+        for chunk in chunks(detailed[at:end], burst_sizes(end - at, config.max_batch, rng)):
+            records = [trade_fields(t, d, plan, config.trade_width) for t, d in chunk]
+            frames.append(build_data_frame(tr.TRADE, records))
+        at = end
+    return frames
+
+
+def book_frames(state: SimState, symbol: str, day: str, first: int, last: int) -> list[str]:
+    """H0STASP0 frames: one snapshot per second, `books_per_frame` snapshots per frame."""
+    config, market = state.config, state.market
+    plan = market.day(symbol, day)
+    opening = market.minute_trades(symbol, day, 0)
+    opening_qty = opening[0].volume if opening else 0
+    seconds = range(max(first, last - _BOOK_SECONDS_PER_CYCLE + 1), last + 1)
+    books = [
+        book_fields(market.book(symbol, day, s), plan, opening_qty, config.book_width)
+        for s in seconds
+    ]
+    per = config.books_per_frame
+    return [build_data_frame(tr.BOOK, books[i : i + per]) for i in range(0, len(books), per)]
 
 
 async def _emit(state: SimState, day: str, first: int, last: int) -> None:
     if first > last:
         return
-    market, batch = state.market, state.config.max_batch
     for symbol in sorted(state.registered_keys(tr.TRADE) | state.registered_keys(tr.BOOK)):
         if state.is_paused(symbol):
             continue
-        trade_subs = state.subscribers(tr.TRADE, symbol)
-        if trade_subs:
-            trades = market.trades_between(symbol, day, first, last)
-            for chunk in _chunks(trades, batch):
-                frame = build_data_frame(tr.TRADE, [encode_trade(t) for t in chunk])
-                for session in trade_subs:
-                    await state.send(session, frame, len(chunk))
-        book_subs = state.subscribers(tr.BOOK, symbol)
-        if book_subs:
-            seconds = range(max(first, last - _BOOKS_PER_CYCLE + 1), last + 1)
-            books = [market.book(symbol, day, s) for s in seconds]
-            wide = state.config.wide_book
-            frame = build_data_frame(tr.BOOK, [encode_book(b, tr.BOOK_WIDTH + 3 * wide) for b in books])
-            for session in book_subs:
-                await state.send(session, frame, len(books))
+        for tr_id, build in ((tr.TRADE, trade_frames), (tr.BOOK, book_frames)):
+            subs = state.subscribers(tr_id, symbol)
+            if not subs:
+                continue
+            for frame in build(state, symbol, day, first, last):
+                count = int(frame[11:14])
+                for session in subs:
+                    await state.send(session, frame, count)
 
 
 async def send_notices(state: SimState, hts_id: str | None = None) -> int:

@@ -74,6 +74,24 @@ class MinuteBar(NamedTuple):
         return krx.OPEN_SECOND + self.minute * 60
 
 
+class TradeDetail(NamedTuple):
+    """What a live H0STCNT0 record carries beyond the Trade kisray reads (realistic filler)."""
+
+    open_time: str  # OPRC_HOUR HHMMSS
+    high_time: str  # HGPR_HOUR: when the day high was first reached
+    low_time: str  # LWPR_HOUR
+    sell_count: int  # SELN_CNTG_CSNU, cumulative for the day
+    buy_count: int  # SHNU_CNTG_CSNU
+    sell_qty: int  # SELN_CNTG_SMTN
+    buy_qty: int  # SHNU_CNTG_SMTN
+    ask_rsqn1: int
+    bid_rsqn1: int
+    total_ask: int
+    total_bid: int
+    prev_volume: int  # previous trading day's volume
+    prev_same_time_volume: int  # previous day's cumulative volume at the same minute
+
+
 class Tick(NamedTuple):
     second: int  # second of the KST day
     price: int
@@ -93,6 +111,10 @@ class DayPlan:
     cum_value: tuple[int, ...]
     high_before: tuple[int, ...]  # day high over bars[:i] (0 before the first)
     low_before: tuple[int, ...]
+    high_minute: tuple[int, ...]  # minute in which high_before[i] was first reached
+    low_minute: tuple[int, ...]
+    cum_count: tuple[int, ...]  # trades in bars[:i]
+    buy_share: float  # share of the day's volume that is buyer-initiated before each minute
     index: dict[int, int]  # minute → position in bars
 
     @property
@@ -121,7 +143,9 @@ class SyntheticMarket:
         self._per_minute = max(0.05, rate * 60.0 / max(1, symbols_count))
         self._closes: dict[str, dict[date, float]] = {}
         self._days: OrderedDict[tuple[str, str], DayPlan] = OrderedDict()
-        self._minutes: OrderedDict[tuple[str, str, int], list[Trade]] = OrderedDict()
+        self._minutes: OrderedDict[tuple[str, str, int], tuple[list[Trade], list[TradeDetail]]] = (
+            OrderedDict()
+        )
 
     def _rng(self, symbol: str, day: str, tag: object) -> random.Random:
         return random.Random(f"{self.seed}|{self._per_minute}|{symbol}|{day}|{tag}")
@@ -167,10 +191,14 @@ class SyntheticMarket:
         anchors = _bridge(rng, open_, close, krx.CONTINUOUS_MINUTES)
         bars = [self._minute_bar(symbol, day, m, anchors)[0] for m in range(krx.CONTINUOUS_MINUTES)]
         bars.append(self._closing_bar(symbol, day, close))
-        cum_vol, cum_val, hi, lo = [0], [0], [0], [0]
+        cum_vol, cum_val, hi, lo, cnt = [0], [0], [0], [0], [0]
+        hi_m, lo_m = [0], [0]
         for b in bars:
             cum_vol.append(cum_vol[-1] + b.volume)
             cum_val.append(cum_val[-1] + b.value)
+            cnt.append(cnt[-1] + b.count)
+            hi_m.append(b.minute if b.high > hi[-1] else hi_m[-1])
+            lo_m.append(b.minute if not lo[-1] or b.low < lo[-1] else lo_m[-1])
             hi.append(max(hi[-1], b.high))
             lo.append(min(lo[-1], b.low) if lo[-1] else b.low)
         return DayPlan(
@@ -184,6 +212,10 @@ class SyntheticMarket:
             cum_value=tuple(cum_val),
             high_before=tuple(hi),
             low_before=tuple(lo),
+            high_minute=tuple(hi_m),
+            low_minute=tuple(lo_m),
+            cum_count=tuple(cnt),
+            buy_share=rng.uniform(0.45, 0.55),
             index={b.minute: i for i, b in enumerate(bars)},
         )
 
@@ -284,6 +316,20 @@ class SyntheticMarket:
 
     def minute_trades(self, symbol: str, day: str, minute: int) -> list[Trade]:
         """H0STCNT0 records of one minute (cached: the live feed slices these)."""
+        return self._minute(symbol, day, minute)[0]
+
+    def trade_details(self, symbol: str, day: str, minute: int) -> list[TradeDetail]:
+        """The unread H0STCNT0 fields of minute_trades(), one per trade."""
+        return self._minute(symbol, day, minute)[1]
+
+    def _first_at(self, symbol: str, day: str, minute: int, price: int) -> str:
+        """HHMMSS of the first tick of `minute` at `price` (where a day high/low was set)."""
+        for t in self.ticks(symbol, day, minute):
+            if t.price == price:
+                return krx.hhmmss(t.second)
+        return krx.hhmmss(krx.OPEN_SECOND + minute * 60)
+
+    def _minute(self, symbol: str, day: str, minute: int) -> tuple[list[Trade], list[TradeDetail]]:
         key = (symbol, day, minute)
         cached = self._minutes.get(key)
         if cached is not None:
@@ -291,23 +337,63 @@ class SyntheticMarket:
         plan = self.day(symbol, day)
         pos = plan.index.get(minute)
         trades: list[Trade] = []
+        details: list[TradeDetail] = []
         if pos is not None:
             bar = plan.bars[pos]
             cum_vol, cum_val = plan.cum_volume[pos], plan.cum_value[pos]
             high = plan.high_before[pos] or bar.open
             low = plan.low_before[pos] or bar.open
+            high_time = self._first_at(symbol, day, plan.high_minute[pos], high) if pos else ""
+            low_time = self._first_at(symbol, day, plan.low_minute[pos], low) if pos else ""
+            # Buy/sell split before this minute from the day's share; within it, tick by tick.
+            buy_qty = round(cum_vol * plan.buy_share)
+            sell_qty = cum_vol - buy_qty
+            buy_n = round(plan.cum_count[pos] * plan.buy_share)
+            sell_n = plan.cum_count[pos] - buy_n
+            prev = self.day(symbol, _prev_day(day))
+            prev_pos = min(pos, len(prev.cum_volume) - 1)
             typical = bar.value // bar.volume
+            size = max(1, round(_TRADE_VALUE_KRW / bar.open))
+            rng = self._rng(symbol, day, f"rsqn{minute}")
             run_vol = 0
             for t in self.ticks(symbol, day, minute):
                 run_vol += t.volume
-                high, low = max(high, t.price), min(low, t.price)
+                if t.price > high or not high_time:
+                    high, high_time = max(high, t.price), krx.hhmmss(t.second)
+                if t.price < low or not low_time:
+                    low, low_time = min(low, t.price), krx.hhmmss(t.second)
+                if t.side == "1":
+                    buy_qty, buy_n = buy_qty + t.volume, buy_n + 1
+                else:
+                    sell_qty, sell_n = sell_qty + t.volume, sell_n + 1
+                strength = round(buy_qty / sell_qty * 100, 2) if sell_qty else 0.0
                 trades.append(
-                    _trade(plan, t, high, low, cum_vol + run_vol, cum_val + run_vol * typical)
+                    _trade(
+                        plan, t, high, low, cum_vol + run_vol, cum_val + run_vol * typical, strength
+                    )
                 )
-        self._minutes[key] = trades
+                ask1, bid1 = size * rng.randint(1, 40), size * rng.randint(1, 40)
+                details.append(
+                    TradeDetail(
+                        "090000",
+                        high_time,
+                        low_time,
+                        sell_n,
+                        buy_n,
+                        sell_qty,
+                        buy_qty,
+                        ask1,
+                        bid1,
+                        ask1 + size * rng.randint(40, 400),
+                        bid1 + size * rng.randint(40, 400),
+                        prev.volume,
+                        prev.cum_volume[prev_pos],
+                    )
+                )
+        self._minutes[key] = (trades, details)
         if len(self._minutes) > 256:
             self._minutes.popitem(last=False)
-        return trades
+        return trades, details
 
     def trades_between(self, symbol: str, day: str, first: int, last: int) -> list[Trade]:
         """Trades with first <= second-of-day <= last."""
@@ -323,6 +409,20 @@ class SyntheticMarket:
                 out.extend(trades)
             else:
                 out.extend(t for t in trades if first <= _second(t) <= last)
+        return out
+
+    def detailed_trades_between(
+        self, symbol: str, day: str, first: int, last: int
+    ) -> list[tuple[Trade, TradeDetail]]:
+        """(trade, its unread wire fields) with first <= second-of-day <= last."""
+        out: list[tuple[Trade, TradeDetail]] = []
+        for m in range(
+            max(0, krx.minute_of(first)), min(krx.CLOSE_MINUTE, krx.minute_of(last)) + 1
+        ):
+            trades, details = self._minute(symbol, day, m)
+            out.extend(
+                (t, d) for t, d in zip(trades, details, strict=True) if first <= _second(t) <= last
+            )
         return out
 
     def last_trade(self, symbol: str, day: str, second: int) -> Trade | None:
@@ -374,7 +474,13 @@ def _second(t: Trade) -> int:
     return int(s[:2]) * 3600 + int(s[2:4]) * 60 + int(s[4:])
 
 
-def _trade(plan: DayPlan, t: Tick, high: int, low: int, cum_vol: int, cum_val: int) -> Trade:
+def _prev_day(day: str) -> str:
+    return krx.fmt_date(krx.previous_trading_day(krx.parse_date(day)))
+
+
+def _trade(
+    plan: DayPlan, t: Tick, high: int, low: int, cum_vol: int, cum_val: int, strength: float
+) -> Trade:
     change = t.price - plan.prev_close
     sign = "2" if change > 0 else "5" if change < 0 else "3"
     if t.side == "1":
@@ -400,7 +506,7 @@ def _trade(plan: DayPlan, t: Tick, high: int, low: int, cum_vol: int, cum_val: i
         t.volume,
         cum_vol,
         cum_val,
-        100.0,
+        strength,
         t.side,
         "20",
         False,

@@ -76,7 +76,7 @@ async def _pingpong(state: SimState, session: Session) -> None:
             return
         session.awaiting_echo = True
         session.echo_deadline = time.monotonic() + interval
-        if await state.send(session, build_pingpong(state.clock.kst_wall())):
+        if await state.send(session, build_pingpong(state.clock.now().kst)):
             state.stats.pings_sent += 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -15,7 +16,6 @@ from engine.kis import (
     TRADE,
     Ack,
     AckKind,
-    BookSnapshot,
     PingPong,
     RealtimeFrame,
     Trade,
@@ -72,22 +72,40 @@ async def test_subscribe_ack_carries_key_and_data_frames_follow(sim_factory, app
             assert (await next_of(ws, Ack)).kind is AckKind.ALREADY_SUBSCRIBED
 
 
-async def test_wide_books_and_multi_record_frames(sim_factory, approval) -> None:
-    async with sim_factory(speed=30, wide_book=True, max_batch=5) as sim:
+async def _widths_and_counts(ws, frames: int) -> dict[str, tuple[set[int], list[int]]]:  # type: ignore[no-untyped-def]
+    seen: dict[str, tuple[set[int], list[int]]] = {TRADE: (set(), []), BOOK: (set(), [])}
+    for _ in range(frames):
+        frame = await next_of(ws, RealtimeFrame)
+        count = int(frame.raw.split("|")[2])
+        assert count == len(frame.records)
+        widths, counts = seen[frame.tr_id]
+        counts.append(count)
+        widths.add(frame.raw.split("|", 3)[3].count("^") // count + 1)
+    return seen
+
+
+async def test_live_widths_and_one_book_per_frame_by_default(sim_factory, approval) -> None:
+    async with sim_factory(speed=30) as sim:
         key = await approval(sim.rest_url)
         async with websockets.connect(sim.ws_url, ping_interval=None) as ws:
             await ws.send(subscribe_message(key, BOOK, "000660"))
             await ws.send(subscribe_message(key, TRADE, "000660"))
-            widths, counts = set(), []
-            for _ in range(30):
-                frame = await next_of(ws, RealtimeFrame)
-                count = int(frame.raw.split("|")[2])
-                assert count == len(frame.records) <= 5
-                counts.append(count)
-                if frame.tr_id == BOOK:
-                    assert isinstance(frame.records[0], BookSnapshot)
-                    widths.add(frame.raw.split("|", 3)[3].count("^") // count + 1)
-            assert widths == {62} and max(counts) > 1
+            seen = await _widths_and_counts(ws, 40)
+    assert seen[TRADE][0] == {47} and seen[BOOK][0] == {63}
+    assert set(seen[BOOK][1]) == {1}
+
+
+async def test_older_widths_and_batched_frames_on_request(sim_factory, approval) -> None:
+    options = {"trade_width": 46, "book_width": 62, "max_batch": 3, "books_per_frame": 5}
+    # At speed 300 one feed cycle spans several simulated seconds: enough books to batch.
+    async with sim_factory(speed=300, **options) as sim:
+        key = await approval(sim.rest_url)
+        async with websockets.connect(sim.ws_url, ping_interval=None) as ws:
+            await ws.send(subscribe_message(key, BOOK, "000660"))
+            await ws.send(subscribe_message(key, TRADE, "000660"))
+            seen = await _widths_and_counts(ws, 40)
+    assert seen[TRADE][0] == {46} and seen[BOOK][0] == {62}
+    assert max(seen[TRADE][1]) <= 3 and max(seen[BOOK][1]) == 5
 
 
 async def test_unsubscribe_acks(sim_factory, approval) -> None:
@@ -217,11 +235,30 @@ async def test_paused_symbol_leaves_a_gap_in_acml_vol(sim_factory, approval) -> 
         async with websockets.connect(sim.ws_url, ping_interval=None) as ws:
             await ws.send(subscribe_message(key, TRADE, "005930"))
             await next_of(ws, Ack)
-            before = (await next_of(ws, RealtimeFrame)).records[-1]
+            records: list[Trade] = []
+
+            async def read() -> None:
+                while True:
+                    records.extend((await next_of(ws, RealtimeFrame)).records)
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0.3)
             await client.post(
                 "/_sim/fault", json={"kind": "pause_symbol", "symbol": "005930", "seconds": 0.5}
             )
-            await asyncio.sleep(0.6)
-            after = (await next_of(ws, RealtimeFrame)).records[0]
-            # ~15 simulated seconds of trades never arrived: ACML_VOL jumps over them.
-            assert after.cum_volume - before.cum_volume > after.volume
+            await asyncio.sleep(0.9)
+            reader.cancel()
+            # Contiguous trades add exactly their own volume to ACML_VOL; ~15 simulated seconds
+            # of trades never arrived, so one step jumps over them.
+            steps = [b.cum_volume - a.cum_volume - b.volume for a, b in pairwise(records)]
+            assert steps and max(steps) > 0 and steps.count(0) >= len(steps) - 1
+
+
+async def test_pingpong_carries_the_simulated_time(sim_factory, approval) -> None:
+    # The data says 2025-03-12 10:00 (pinned); the heartbeat must not say today's wall time.
+    async with sim_factory(ping_interval_s=0.1) as sim:
+        key = await approval(sim.rest_url)
+        async with websockets.connect(sim.ws_url, ping_interval=None) as ws:
+            await ws.send(subscribe_message(key, TRADE, "005930"))
+            ping = await next_of(ws, PingPong)
+    assert ping.datetime is not None and ping.datetime.startswith("2025031210000")
