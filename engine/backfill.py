@@ -9,6 +9,13 @@ The newest row of a backfill that reaches the present is not stored: it is the m
 forming (and, until its first trade, KIS shows it with the previous minute's volume). The recorder
 writes that bar when it closes.
 
+Paging. Each next cursor is the oldest row's own HHMM00 and the row at the cursor, already
+stored whole from the page before, is dropped. So whether KIS cuts the minute at the cursor's
+second or not (undocumented; public clients page with HHMM00 cursors) no completed minute is
+ever stored partial, at the cost of one repeated row a page. Paging goes on while a page is full
+or says `tr_cont` M/F (whether KIS sets tr_cont on these charts is unconfirmed), and stops at
+09:00, on an empty page, or when the cursor stops moving.
+
 `gap_days` is the gap detector: trading days (KRX calendar) in a range whose stored 1-minute rows
 are fewer than the session's expected minutes; `--gaps` backfills just those.
 """
@@ -59,13 +66,6 @@ def kst_today(now: datetime | None = None) -> date:
 
 def _fmt(d: date) -> str:
     return d.strftime("%Y%m%d")
-
-
-def _minute_before(hour: str) -> str:
-    """The last second of the minute before `hour`'s: a cursor at HHMM00 would ask for a bar
-    cut at its first second (the chart treats the time as inclusive, to the second)."""
-    minutes = int(hour[:2]) * 60 + int(hour[2:4]) - 1
-    return f"{minutes // 60:02d}{minutes % 60:02d}59"
 
 
 def _bar(symbol: str, row: ChartRow) -> MinuteBar:
@@ -127,46 +127,45 @@ class Backfill:
 
     async def _pages(self, symbol: str, first: date, last: date):
         """Rows newest first, page by page, from `last` back to `first`."""
-        skip_forming = last >= self._today
         if last >= self._today:
+            skip_forming = True
             async for rows in self._today_pages(symbol):
                 if skip_forming and rows:
                     rows, skip_forming = rows[1:], False
                 yield rows
         day = min(last, self._today - timedelta(days=1))
         hour = CLOSE_HOUR
-        seen: set[tuple[str, str]] = set()
+        newest: tuple[str, str] | None = None  # (date, time) rows must be older than
         while day >= first:
-            if (_fmt(day), hour) in seen:
-                break  # the cursor did not move: stop rather than loop
-            seen.add((_fmt(day), hour))
             page = await self._kis.past_minutes(symbol, _fmt(day), hour)
-            rows = list(page.rows)
+            rows = [r for r in page.rows if newest is None or (r.trade_date, r.time) < newest]
             if not rows:
-                day, hour = day - timedelta(days=1), CLOSE_HOUR  # a holiday or no data
+                if page.rows:
+                    break  # the cursor did not move: stop rather than loop
+                day, hour, newest = day - timedelta(days=1), CLOSE_HOUR, None  # a holiday
                 continue
             yield rows
             oldest = rows[-1]
             oldest_day = datetime.strptime(oldest.trade_date, "%Y%m%d").date()
             if oldest.time <= OPEN_HOUR:
-                day, hour = oldest_day - timedelta(days=1), CLOSE_HOUR
+                day, hour, newest = oldest_day - timedelta(days=1), CLOSE_HOUR, None
             else:
-                day, hour = oldest_day, _minute_before(oldest.time)
-            if not page.more:
+                day, hour, newest = oldest_day, oldest.time, (oldest.trade_date, oldest.time)
+            if not (page.more or page.full):
                 break
 
     async def _today_pages(self, symbol: str):
-        hour = CLOSE_HOUR
+        hour, newest = CLOSE_HOUR, None
         while True:
             page: ChartPage = await self._kis.today_minutes(symbol, hour)
-            rows = list(page.rows)
+            rows = [r for r in page.rows if newest is None or r.time < newest]
             if not rows:
                 return
             yield rows
             oldest = rows[-1].time
-            if oldest <= OPEN_HOUR or not page.more:
+            if oldest <= OPEN_HOUR or not (page.more or page.full):
                 return
-            hour = _minute_before(oldest)
+            hour = newest = oldest
 
 
 async def gap_days(

@@ -34,6 +34,8 @@ TODAY_MINUTES_TR = "FHKST03010200"
 PAST_MINUTES_TR = "FHKST03010230"
 TODAY_MINUTES_PATH = "/uapi/domestic-stock/v1/quotations/inquire-time-itemchartprice"
 PAST_MINUTES_PATH = "/uapi/domestic-stock/v1/quotations/inquire-time-dailychartprice"
+TODAY_MINUTES_ROWS = 30  # rows per page, as documented for each chart
+PAST_MINUTES_ROWS = 120
 OVER_LIMIT = "EGW00201"
 # The simulator accepts any non-empty key pair; real and paper need configured ones.
 SIM_CREDENTIALS = ("sim-app-key", "sim-app-secret")
@@ -59,6 +61,7 @@ class ChartRow:
 class ChartPage:
     rows: tuple[ChartRow, ...]  # newest first, as KIS sends them
     more: bool  # reply header tr_cont M/F: older rows remain
+    full: bool = False  # as many rows as a page holds: older rows may remain, tr_cont or not
 
 
 class RateLimiter:
@@ -230,7 +233,7 @@ class KisRestClient:
                 "FID_PW_DATA_INCU_YN": "Y",
             },
         )
-        return _page(reply)
+        return _page(reply, TODAY_MINUTES_ROWS)
 
     async def past_minutes(self, symbol: str, day: str, hour: str) -> ChartPage:
         """FHKST03010230: bars at or before (`day`, `hour`), ≤ 120 rows, newest first."""
@@ -246,7 +249,7 @@ class KisRestClient:
                 "FID_FAKE_TICK_INCU_YN": "",
             },
         )
-        return _page(reply)
+        return _page(reply, PAST_MINUTES_ROWS)
 
 
 def _json(reply: httpx.Response) -> dict:
@@ -257,7 +260,7 @@ def _json(reply: httpx.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
-def _page(reply: httpx.Response) -> ChartPage:
+def _page(reply: httpx.Response, page_rows: int) -> ChartPage:
     body = _json(reply)
     rows: list[ChartRow] = []
     for raw in body.get("output2") or []:
@@ -279,4 +282,5 @@ def _page(reply: httpx.Response) -> ChartPage:
             )
         except (KeyError, ValueError) as exc:
             raise KisProtocolError(f"unreadable minute-chart row: {exc}", json.dumps(raw)) from exc
-    return ChartPage(tuple(rows), reply.headers.get("tr_cont", "") in ("M", "F"))
+    more = reply.headers.get("tr_cont", "") in ("M", "F")
+    return ChartPage(tuple(rows), more, len(rows) >= page_rows)

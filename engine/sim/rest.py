@@ -155,21 +155,32 @@ def _partial(state: SimState, plan: DayPlan, bar: MinuteBar, upto: int) -> Minut
     )
 
 
-def _day_rows(state: SimState, plan: DayPlan, upto: int) -> list[tuple[str, MinuteBar]]:
-    """(date, bar) oldest → newest, for bars starting at or before second `upto`.
+def _day_rows(
+    state: SimState, plan: DayPlan, upto: int, now: int | None
+) -> list[tuple[str, MinuteBar]]:
+    """(date, bar) oldest → newest, for bars starting at or before second `upto` (the cursor).
 
-    The forming minute is partial. Until its first trade KIS shows it with the previous
-    minute's volume (kis-protocol §7.1); we reproduce that quirk.
+    Every completed minute is whole whatever the cursor's second: only the minute forming at
+    `now` (today's simulated second, None for past days) is partial. Until its first trade KIS
+    shows that minute with the previous minute's volume (kis-protocol §7.1); we reproduce that.
+    `chart_cut_at_cursor` brings back the older shape, each minute cut at the cursor second.
     """
+    cut_at_cursor = state.config.chart_cut_at_cursor
     rows: list[tuple[str, MinuteBar]] = []
     for bar in plan.bars:
         start = bar.start_second
         if start > upto:
             break
-        if start + 59 <= upto or bar.minute == krx.CLOSE_MINUTE:
+        if cut_at_cursor:
+            cut = upto
+        elif now is not None and start <= now < start + 60:
+            cut = now
+        else:
+            cut = start + 59
+        if start + 59 <= cut or bar.minute == krx.CLOSE_MINUTE:
             rows.append((plan.date, bar))
             continue
-        part = _partial(state, plan, bar, upto)
+        part = _partial(state, plan, bar, cut)
         if part is not None:
             rows.append((plan.date, part))
         elif rows:
@@ -177,6 +188,11 @@ def _day_rows(state: SimState, plan: DayPlan, upto: int) -> list[tuple[str, Minu
             c = prev.close
             rows.append((plan.date, MinuteBar(bar.minute, c, c, c, c, prev.volume, prev.value, 0)))
     return rows
+
+
+def _continuation(state: SimState, more: bool) -> dict[str, str]:
+    # Whether KIS sets tr_cont on the minute charts is unconfirmed (docs/kis-simulator.md).
+    return {"tr_cont": "M" if more else "D"} if state.config.chart_tr_cont else {}
 
 
 def _minute_row(day: str, bar: MinuteBar) -> dict[str, str]:
@@ -231,7 +247,8 @@ def _rows_back(
         cut = upto if day != today else min(upto, now.second)
         if day == today and not now.is_open:
             cut = -1
-        yield from reversed(_day_rows(state, plan, cut))
+        live = now.second if day == today else None
+        yield from reversed(_day_rows(state, plan, cut, live))
         day, upto = krx.previous_trading_day(day), krx.CLOSE_SECOND
 
 
@@ -246,7 +263,7 @@ async def today_minutes(request: web.Request) -> web.Response:
     now = state.clock.now()
     upto = min(_hour(request.query.get("FID_INPUT_HOUR_1", ""), now.second), now.second)
     plan = state.market.day(symbol, now.date)
-    rows = list(reversed(_day_rows(state, plan, upto))) if now.is_open else []
+    rows = list(reversed(_day_rows(state, plan, upto, now.second))) if now.is_open else []
     page, more = rows[:TODAY_MINUTES_ROWS], len(rows) > TODAY_MINUTES_ROWS
     body = {
         "rt_cd": "0",
@@ -255,7 +272,7 @@ async def today_minutes(request: web.Request) -> web.Response:
         "output1": _quote_summary(state, symbol),
         "output2": [_minute_row(d, b) for d, b in page],
     }
-    return web.json_response(body, headers={"tr_cont": "M" if more else "D"})
+    return web.json_response(body, headers=_continuation(state, more))
 
 
 async def past_minutes(request: web.Request) -> web.Response:
@@ -282,7 +299,7 @@ async def past_minutes(request: web.Request) -> web.Response:
         "output1": _quote_summary(state, symbol),
         "output2": [_minute_row(d, b) for d, b in page],
     }
-    return web.json_response(body, headers={"tr_cont": "M" if more else "D"})
+    return web.json_response(body, headers=_continuation(state, more))
 
 
 # -- daily bars ---------------------------------------------------------------------------------

@@ -176,3 +176,56 @@ async def test_kisray_backfill_command(
         out, err = await asyncio.wait_for(bad.communicate(), 120)
         assert bad.returncode != 0
     assert await stored(url) == plan_rows(sim, "20250310") | plan_rows(sim, "20250311")
+
+
+async def _page_today(kis: KisRestClient, cursor: Callable[[str], str]) -> dict:
+    """Page today's chart the way public clients do: each cursor derived from the oldest row."""
+    bars, hour = {}, "153000"
+    while True:
+        page = await kis.today_minutes(SYMBOL, hour)
+        for r in page.rows:
+            bars.setdefault(r.ts, (r.open, r.high, r.low, r.close, r.volume))
+        oldest = page.rows[-1].time
+        if oldest <= "090000":
+            return bars
+        hour = cursor(oldest)
+
+
+def _minute_before(hour: str, second: str) -> str:
+    minutes = int(hour[:2]) * 60 + int(hour[2:4]) - 1
+    return f"{minutes // 60:02d}{minutes % 60:02d}{second}"
+
+
+async def test_hhmm00_cursors_page_the_same_whole_bars_as_hhmm59(sim_factory, tmp_path) -> None:
+    async with sim_factory() as sim, client(sim, tmp_path) as kis:
+        at_00 = await _page_today(kis, lambda oldest: _minute_before(oldest, "00"))
+        at_59 = await _page_today(kis, lambda oldest: _minute_before(oldest, "59"))
+    # 10:00:00 pinned: minutes 0..59 are complete, the forming 10:00 row is left out here.
+    want = plan_rows(sim, "20250312", range(0, 60))
+    forming = kst_to_utc("20250312", "100000")
+    assert {ts: v for ts, v in at_00.items() if ts != forming} == want
+    assert at_00 == at_59
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"chart_tr_cont": False},  # no tr_cont header: paging must go on while pages are full
+        {"chart_cut_at_cursor": True},  # each minute cut at the cursor's second
+    ],
+    ids=["no-tr_cont", "cut-at-cursor"],
+)
+async def test_backfill_stores_whole_bars_whatever_the_chart_shape(
+    sim_factory, make_database: Callable[[], str], tmp_path: Path, shape: dict
+) -> None:
+    url = make_database()
+    await migrate(url)
+    async with sim_factory(**shape) as sim, client(sim, tmp_path) as kis:
+        conn = await asyncpg.connect(url)
+        try:
+            await Backfill(kis, conn, today=TODAY).run(SYMBOL, date(2025, 3, 10), TODAY)
+        finally:
+            await conn.close()
+    want = plan_rows(sim, "20250310") | plan_rows(sim, "20250311")
+    want |= plan_rows(sim, "20250312", range(0, 60))
+    assert await stored(url) == want
