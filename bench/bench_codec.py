@@ -1,6 +1,9 @@
 """Decoder throughput: records/s for H0STCNT0 and H0STASP0, single- vs multi-record frames,
 against a naive baseline (envelope split + split('^') only, no typing) in the same run.
 
+Records have the live widths the simulator sends by default (47 trade, 63 book fields). The
+RESULT line carries the multi-record figures of both, so a ratio can be read from one run.
+
 Run: .venv/bin/python bench/bench_codec.py
 """
 
@@ -11,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from engine.kis import BOOK, TRADE, build_data_frame, encode_book, encode_trade, parse_data_frame
+from engine.kis.tr import BOOK_LIVE_WIDTH, TRADE_LIVE_WIDTH
 from engine.sim.market import SyntheticMarket
 
 SESSION_DATE = "20250312"
@@ -21,10 +25,10 @@ def frames_for(tr_id: str, per_frame: int) -> tuple[list[str], int]:
     market = SyntheticMarket(seed=1, rate=60)
     trades = market.trades_between("005930", SESSION_DATE, 9 * 3600, 11 * 3600)
     if tr_id == TRADE:
-        encoded = [encode_trade(t) for t in trades]
+        encoded = [encode_trade(t, TRADE_LIVE_WIDTH) for t in trades]
     else:
         books = [market.book("005930", SESSION_DATE, 9 * 3600 + s) for s in range(2000)]
-        encoded = [encode_book(b, wide=True) for b in books]
+        encoded = [encode_book(b, BOOK_LIVE_WIDTH) for b in books]
     frames = [
         build_data_frame(tr_id, encoded[i : i + per_frame])
         for i in range(0, len(encoded) - per_frame + 1, per_frame)
@@ -64,6 +68,7 @@ def main() -> None:
             rows.append((tr_id, per_frame, ours, base))
             if per_frame > 1:
                 headline[f"{name}_records_per_s"] = round(ours)
+                headline[f"{name}_naive_per_s"] = round(base)
     print(f"{'TR':<10}{'records/frame':>14}{'codec rec/s':>14}{'naive rec/s':>14}{'ratio':>8}")
     for tr_id, per_frame, ours, base in rows:
         print(f"{tr_id:<10}{per_frame:>14}{ours:>14,.0f}{base:>14,.0f}{ours / base:>8.2f}")
