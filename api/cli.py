@@ -240,6 +240,9 @@ def sim(
         int, typer.Option(help="H0STASP0 fields per record: 63 (live 2026), 62 or 59 (documented)")
     ] = 63,
     max_batch: Annotated[int, typer.Option(help="most trade records in one frame")] = 20,
+    trade_frames: Annotated[
+        str, typer.Option(help="burst (mostly one record a frame, as live) or packed")
+    ] = "burst",
     books_per_frame: Annotated[int, typer.Option(help="book snapshots in one frame")] = 1,
     replay: Annotated[
         str | None, typer.Option(help="replay raw frames from this file instead")
@@ -263,6 +266,7 @@ def sim(
         trade_width=trade_width,
         book_width=book_width,
         max_batch=max_batch,
+        trade_frames=trade_frames,
         books_per_frame=books_per_frame,
         replay_path=replay,
         ping_interval_s=ping_interval,

@@ -82,6 +82,7 @@ def run_sim(port: int) -> None:
             tick_interval_s=0.01,
             notice_interval_s=0,
             max_batch=50,
+            trade_frames="packed",  # few big frames keep the simulator's own cost down
         )
     )
 

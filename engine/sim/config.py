@@ -25,6 +25,7 @@ class SimulatorConfig:
     trade_width: int = 47  # H0STCNT0 fields: 47 as captured live in 2026, or the documented 46
     book_width: int = 63  # H0STASP0 fields: 63 as captured live in 2026, 62 earlier, 59 documented
     max_batch: int = 20  # most trade records packed in one frame (the burst model's cap)
+    trade_frames: str = "burst"  # "burst": mostly one record a frame; "packed": max_batch each
     books_per_frame: int = 1  # H0STASP0 snapshots per frame (live: one)
     chart_tr_cont: bool = True  # send tr_cont M/D on minute charts (an assumption, see the docs)
     chart_cut_at_cursor: bool = False  # old shape: a completed minute cut at the cursor second
@@ -40,5 +41,7 @@ class SimulatorConfig:
             raise ValueError(f"trade_width must be one of {tr.TRADE_WIDTHS}")
         if self.book_width not in tr.BOOK_WIDTHS:
             raise ValueError(f"book_width must be one of {tr.BOOK_WIDTHS}")
+        if self.trade_frames not in ("burst", "packed"):
+            raise ValueError('trade_frames must be "burst" or "packed"')
         if self.max_batch < 1 or self.books_per_frame < 1:
             raise ValueError("max_batch and books_per_frame must be at least 1")

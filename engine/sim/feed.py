@@ -46,11 +46,18 @@ async def run_feed(state: SimState) -> None:
 
 
 def trade_frames(state: SimState, symbol: str, day: str, first: int, last: int) -> list[str]:
-    """The H0STCNT0 frames of [first, last] for one symbol, sized by the burst model."""
+    """The H0STCNT0 frames of [first, last] for one symbol, sized by the burst model (or packed
+    `max_batch` to a frame, the older shape)."""
     config, market = state.config, state.market
     plan = market.day(symbol, day)
     detailed = market.detailed_trades_between(symbol, day, first, last)
     frames: list[str] = []
+    if config.trade_frames == "packed":  # the older shape: every trade of the cycle, packed
+        for i in range(0, len(detailed), config.max_batch):
+            chunk = detailed[i : i + config.max_batch]
+            records = [trade_fields(t, d, plan, config.trade_width) for t, d in chunk]
+            frames.append(build_data_frame(tr.TRADE, records))
+        return frames
     at = 0
     while at < len(detailed):
         second = detailed[at][0].time

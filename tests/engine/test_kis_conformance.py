@@ -195,3 +195,5 @@ def test_a_minute_of_trade_frames_mostly_carries_one_record() -> None:
     # The opening minute is busier: bigger bursts, still capped.
     opening, _ = sim_frames(range(9 * 3600, 9 * 3600 + 60), max_batch=8)
     assert max(int(raw.split("|")[2]) for raw in opening) <= 8
+    packed, _ = sim_frames(range(AT, AT + 60), trade_frames="packed", max_batch=5)
+    assert Counter(int(raw.split("|")[2]) for raw in packed).most_common(1)[0][0] == 5
