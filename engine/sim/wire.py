@@ -80,7 +80,7 @@ def burst_sizes(n: int, max_batch: int, rng: random.Random) -> Iterator[int]:
 
     Live frames mostly carry one record; bigger ones come when many trades share an instant
     (the open, the close). Each trade joins the frame before it with probability n/(n+10):
-    ~9 % when a second has one trade, 50 % at ten, so busy seconds make the bursts.
+    23 % when a second has three trades, 50 % at ten, so busy seconds make the bursts.
     """
     join = n / (n + 10)
     size = 0
