@@ -230,6 +230,24 @@ class Stack:
             from actors.recorder import recorder_actor
 
             self.recorder = recorder_actor()
+        self._wait_for_live_parts()
+
+    def _wait_for_live_parts(self, timeout_s: float = 60.0) -> None:
+        """Return once the socket actor and the recorder answer, so "kisray is up" means they do:
+        right after their creation /health found the socket actor "unreachable" (its process was
+        still starting) and said degraded."""
+        import ray
+
+        waits = [h.stats.remote() for h in (self.kis_socket,) if h is not None]
+        waits += [h.ready.remote() for h in (self.recorder,) if h is not None]
+        if not waits:
+            return
+        with _logged("waiting for the KIS socket actor and the recorder"):
+            _, pending = ray.wait(waits, num_returns=len(waits), timeout=timeout_s)
+            if pending:
+                logger.warning(
+                    "the KIS socket actor or the recorder did not answer within %.0f s", timeout_s
+                )
 
     @property
     def state_path(self) -> Path:
