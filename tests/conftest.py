@@ -121,6 +121,14 @@ def make_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
         yield factory
 
 
+def _skip_unless_timescaledb_can_run() -> None:
+    reason = find_unavailable_reason()
+    if reason is not None:
+        if os.environ.get("KISRAY_TEST_REQUIRE_TIMESCALE"):
+            pytest.fail(f"KISRAY_TEST_REQUIRE_TIMESCALE is set, but {reason}")
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def timescale_url() -> Iterator[str]:
     """Admin URL of the session's TimescaleDB server: KISRAY_TEST_TIMESCALE_URL if set, else a
@@ -130,11 +138,7 @@ def timescale_url() -> Iterator[str]:
     if TIMESCALE_URL:
         yield TIMESCALE_URL
         return
-    reason = find_unavailable_reason()
-    if reason is not None:
-        if os.environ.get("KISRAY_TEST_REQUIRE_TIMESCALE"):
-            pytest.fail(f"KISRAY_TEST_REQUIRE_TIMESCALE is set, but {reason}")
-        pytest.skip(reason)
+    _skip_unless_timescaledb_can_run()
     server = TimescaleServer().start()
     try:
         yield server.url
@@ -145,11 +149,7 @@ def timescale_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def timescale_unloaded_url() -> Iterator[str]:
     """A PostgreSQL 15 server with TimescaleDB installed but not in shared_preload_libraries."""
-    reason = find_unavailable_reason()
-    if reason is not None:
-        if os.environ.get("KISRAY_TEST_REQUIRE_TIMESCALE"):
-            pytest.fail(f"KISRAY_TEST_REQUIRE_TIMESCALE is set, but {reason}")
-        pytest.skip(reason)
+    _skip_unless_timescaledb_can_run()
     server = TimescaleServer(preload=False).start()
     try:
         yield server.url
