@@ -129,15 +129,6 @@ def test_the_stack_on_timescaledb_serves_the_same_candles_as_on_postgres(
         health = httpx.get(f"{base}/health", timeout=10).json()
         assert health["database"]["mode"] == "timescaledb", health["database"]
 
-        # The live path writes into TimescaleDB and /candles serves its aggregates.
-        assert _wait_for_candles(f"{base}/candles/005930?interval=5m")
-        deadline = time.monotonic() + 150
-        while (
-            (httpx.get(f"{base}/health", timeout=10).json()["recorder"]).get("written_rows", 0) == 0
-        ):
-            assert time.monotonic() < deadline, "the recorder wrote nothing to TimescaleDB"
-            time.sleep(2)
-
         # The same candles, loaded the same way, into each mode; then a late correction.
         for path in (first_file, late_file):
             _load(path, env, timescale_db)
@@ -163,3 +154,13 @@ def test_the_stack_on_timescaledb_serves_the_same_candles_as_on_postgres(
             assert re.search(
                 rf'^kisray_aggregate_lag_seconds\{{interval="{interval}"\}} \d', metrics, re.M
             ), interval
+
+        # The live path writes into TimescaleDB and /candles serves its aggregates. Checked last:
+        # the recorder writes a minute once it closes, and the work above fills that wait.
+        assert _wait_for_candles(f"{base}/candles/005930?interval=5m")
+        deadline = time.monotonic() + 150
+        while (
+            (httpx.get(f"{base}/health", timeout=10).json()["recorder"]).get("written_rows", 0) == 0
+        ):
+            assert time.monotonic() < deadline, "the recorder wrote nothing to TimescaleDB"
+            time.sleep(2)
