@@ -49,13 +49,13 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> float:
     raise AssertionError(f"{url} not healthy within {timeout} s")
 
 
-def _wait_for_candles(url: str, timeout: float = 60) -> list[dict]:
-    """The candles at `url` once there are some (demo history is seeded in the background)."""
+def _wait_for_candles(url: str, timeout: float = 60, enough: int = 1) -> list[dict]:
+    """The candles at `url` once there are `enough` (demo history is seeded in the background)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TimeoutException):  # the candle actor's cold start
+        with contextlib.suppress(httpx.TimeoutException):  # a slow machine's first request
             reply = httpx.get(url, timeout=10)
-            if reply.status_code == 200 and reply.json()["candles"]:
+            if reply.status_code == 200 and len(reply.json()["candles"]) >= enough:
                 return reply.json()["candles"]
         time.sleep(1)
     raise AssertionError(f"no candles at {url} within {timeout:.0f} s")
@@ -105,7 +105,9 @@ def _kisray_up(
                 proc.kill()
 
 
-def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: Path) -> None:
+def test_up_serves_health_and_seeded_candles_refuses_a_second_instance_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
     with _kisray_up(tmp_path) as (proc, env, port, sim_port):
         # /health answers while the collector side is still starting; a SIGTERM then is an
         # interrupted start-up (exit 130). Wait for the banner that ends start-up.
@@ -118,6 +120,17 @@ def test_up_serves_health_refuses_a_second_instance_and_stops_cleanly(tmp_path: 
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
         assert health["kis"]["rest_url"] == f"http://127.0.0.1:{sim_port}"
         assert _wait_for_candles(f"http://127.0.0.1:{port}/candles/005930?interval=5m")
+        # Demo history is seeded from the simulator through the backfill path (3 days by
+        # default), in the background, and the recorder runs.
+        assert "recorder" in health
+        days = _wait_for_candles(
+            f"http://127.0.0.1:{port}/candles/000660?interval=1d&fill=false", enough=2
+        )
+        assert len(days) >= 2, days
+        minutes = httpx.get(
+            f"http://127.0.0.1:{port}/candles/005930?interval=1m&limit=200", timeout=10
+        ).json()
+        assert len(minutes["candles"]) == 200
         # The private head's token lives in the data dir; nothing was read from or left in HOME.
         assert list((tmp_path / "home").iterdir()) == []
         assert (tmp_path / "data" / "ray_auth_token").stat().st_mode & 0o077 == 0
