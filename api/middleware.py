@@ -3,7 +3,8 @@
 1. RequestContext: the request id (the client's `X-Request-ID` or a new one) for the error
    envelope, the response header and every log line written while serving the request; and the
    request's route, status and latency for /metrics.
-2. CORS (api.security.LazyCors), so preflights are answered before any token check.
+2. The origin policy (api.security.OriginPolicy): CORS for REST, the same allowlist for `/ws`,
+   answered before any token check.
 3. AccessGuard: the optional bearer token and the request body limit, answered with the error
    envelope.
 
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics
 from api.errors import REQUEST_ID_KEY, error_response, in_serve_replica, new_request_id
-from api.security import LazyCors, bearer_token, requires_token, token_matches
+from api.security import OriginPolicy, bearer_token, requires_token, token_matches
 from engine.config import get_settings
 from engine.errors import PayloadTooLargeError, UnauthorizedError
 from engine.logs import current_request_id
@@ -139,5 +140,5 @@ def _limited(receive: Receive, limit: int) -> Receive:
 def install_middleware(app: FastAPI) -> None:
     """Add the stack above; call before `@serve.ingress(app)` pickles the app."""
     app.add_middleware(AccessGuard)  # innermost of the three
-    app.add_middleware(LazyCors)
+    app.add_middleware(OriginPolicy)
     app.add_middleware(RequestContext)  # outermost of ours

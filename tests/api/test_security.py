@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from api.security import bearer_token, token_matches
+from api.security import OriginPolicy, bearer_token, is_same_origin, token_matches
 from engine.config import load_settings
 from tests.api.isolated_stack import CORS_ORIGIN, SYMBOL, IsolatedStack, isolated_stack
 
@@ -128,3 +135,119 @@ def test_websocket_needs_the_token(iso: IsolatedStack) -> None:
 def test_websocket_refuses_a_foreign_origin(iso: IsolatedStack) -> None:
     reply = _first_message(_ws_url(iso) + f"?token={iso.token}", origin="https://evil.example.test")
     assert reply.get("code") == "UNAUTHORIZED"
+
+
+# The origin policy on a bare app (no Ray): TestClient sends `Host: testserver`, so a page of
+# this server carries `Origin: http://testserver`.
+SELF = "http://testserver"
+DEV = "http://localhost:3000"
+STRANGER = "https://evil.example.test"
+
+
+def _policy_client(monkeypatch: pytest.MonkeyPatch, origins: str) -> Iterator[TestClient]:
+    from engine.config import get_settings
+
+    async def hello(request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        # What the route sees: the policy removes the Origin it already judged.
+        await websocket.send_json({"origin": websocket.headers.get("origin")})
+        await websocket.close()
+
+    monkeypatch.setenv("KISRAY_CORS_ORIGINS", origins)
+    get_settings.cache_clear()
+    app = Starlette(routes=[Route("/symbols", hello), WebSocketRoute("/ws", socket)])
+    try:
+        yield TestClient(OriginPolicy(app))
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.fixture
+def unlisted(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    yield from _policy_client(monkeypatch, "")
+
+
+@pytest.fixture
+def listed(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    yield from _policy_client(monkeypatch, DEV)
+
+
+def _socket_reply(client: TestClient, origin: str | None) -> dict:
+    headers = {"origin": origin} if origin else {}
+    with client.websocket_connect("/ws", headers=headers) as ws:
+        reply = ws.receive_json()
+        if reply.get("type") == "error":
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
+        return reply
+
+
+def test_same_origin_matches_host_and_port_only() -> None:
+    assert is_same_origin("http://127.0.0.1:8000", "127.0.0.1:8000")
+    assert is_same_origin("https://Charts.Example:443", "charts.example:443")  # behind TLS
+    assert not is_same_origin("http://127.0.0.1:3000", "127.0.0.1:8000")
+    assert not is_same_origin("http://127.0.0.1:8000.evil.test", "127.0.0.1:8000")
+    assert not is_same_origin("null", "127.0.0.1:8000")
+    assert not is_same_origin("http://127.0.0.1:8000", None)
+
+
+@pytest.mark.parametrize("fixture", ["unlisted", "listed"])
+def test_same_origin_gets_rest_and_the_socket_in_both_configurations(
+    request: pytest.FixtureRequest, fixture: str
+) -> None:
+    client: TestClient = request.getfixturevalue(fixture)
+    reply = client.get("/symbols", headers={"Origin": SELF})
+    assert reply.status_code == 200 and reply.text == "hello"
+    assert _socket_reply(client, SELF) == {"origin": None}
+    assert _socket_reply(client, None) == {"origin": None}  # not a browser
+
+
+def test_a_listed_origin_gets_cors_headers_and_the_socket(listed: TestClient) -> None:
+    reply = listed.get("/symbols", headers={"Origin": DEV})
+    assert reply.headers["access-control-allow-origin"] == DEV
+    preflight = listed.options(
+        "/symbols", headers={"Origin": DEV, "Access-Control-Request-Method": "GET"}
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == DEV
+    assert _socket_reply(listed, DEV) == {"origin": None}
+
+
+@pytest.mark.parametrize("fixture", ["unlisted", "listed"])
+def test_an_unlisted_origin_gets_neither_and_is_logged_once(
+    request: pytest.FixtureRequest, fixture: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from api import security
+
+    client: TestClient = request.getfixturevalue(fixture)
+    security._refused_logged.discard(STRANGER)
+    with caplog.at_level(logging.WARNING, logger="api.security"):
+        reply = client.get("/symbols", headers={"Origin": STRANGER})
+        assert "access-control-allow-origin" not in reply.headers
+        preflight = client.options(
+            "/symbols", headers={"Origin": STRANGER, "Access-Control-Request-Method": "GET"}
+        )
+        assert preflight.status_code == 400
+        assert "access-control-allow-origin" not in preflight.headers
+        refused = _socket_reply(client, STRANGER)
+        assert (refused["type"], refused["code"]) == ("error", "UNAUTHORIZED")
+        assert STRANGER in refused["message"]
+    warnings = [r.getMessage() for r in caplog.records if STRANGER in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "KISRAY_CORS_ORIGINS" in warnings[0]
+
+
+def test_isolated_stack_serves_its_own_origin_on_rest_and_socket(iso: IsolatedStack) -> None:
+    """Through Serve's proxy with an allowlist set: the server's own origin (how /demo and /docs
+    are loaded) is allowed on REST and /ws although it is not listed."""
+    own = iso.base_url.removesuffix("/iso")
+    rest = httpx.get(f"{iso.base_url}/symbols", headers=iso.auth() | {"Origin": own}, timeout=30)
+    assert rest.status_code == 200
+    reply = _first_message(_ws_url(iso) + f"?token={iso.token}", origin=own)
+    assert reply.get("code") != "UNAUTHORIZED", reply
+    listed = _first_message(_ws_url(iso) + f"?token={iso.token}", origin=CORS_ORIGIN)
+    assert listed.get("code") != "UNAUTHORIZED", listed
