@@ -248,9 +248,15 @@ class ChartService:
             if end is None:
                 raise NoDataFoundError(f"no candles for {query.symbol}")
         start = query.start
+        newest = query.limit
         if start is None:
-            count = query.limit or self.default_limit
-            start = self.calendar.buckets_before(interval, interval.ceil(end), count)
+            # Counted on the session grid, the newest N buckets are not always N candles:
+            # stored or forming bars outside the grid (after-hours, the bar after 15:30) add
+            # rows, buckets after `now` are never filled. Read up to twice as far back, within
+            # max_buckets, and keep exactly the newest N.
+            newest = query.limit or self.default_limit
+            reach = newest + min(newest, max(0, self.max_buckets - newest))
+            start = self.calendar.buckets_before(interval, interval.ceil(end), reach)
         first_bucket, end_bucket = interval.ceil(start), interval.ceil(end)
         grid = self.calendar.bucket_grid(interval, first_bucket, end_bucket)
         if grid.size > self.max_buckets:
@@ -269,8 +275,8 @@ class ChartService:
             frame = fill_gaps(frame, grid, seed_close=seed)
         else:
             frame = mark_unfilled(frame)
-        if query.limit is not None and frame.height > query.limit:
-            frame = frame.tail(query.limit)
+        if newest is not None and frame.height > newest:
+            frame = frame.tail(newest)
         next_time = bucket_of_minute(interval, prior.time) if prior is not None else None
         return CandleSeries(query.symbol, interval, frame, next_time)
 

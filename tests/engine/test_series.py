@@ -204,6 +204,21 @@ async def test_limit_counts_back_from_the_newest_candle(service, loaded) -> None
     assert default.frame["time"][-1] == last_close_print
 
 
+async def test_default_page_is_exactly_the_default_limit(service) -> None:
+    """Bars outside the session grid (the forming bar after the 15:30 print) used to make the
+    default page longer than the limit; the page is exactly `default_limit` candles, newest
+    last."""
+    bar = FormingBar(SYMBOL, kst(2024, 2, 16, 15, 41), 100.0, 110.0, 90.0, 105.0, 7)
+    for interval in ("1m", "5m", "15m"):  # the data holds over 100 of each
+        series = await service.series(query(interval, None, None), bar)
+        assert series.frame.height == 100, interval
+        assert series.frame["live"][-1], interval
+        times = series.frame["time"].to_list()
+        assert times == sorted(set(times)), interval
+    plain = await service.series(query("1m", None, None, limit=7), bar)
+    assert plain.frame.height == 7
+
+
 async def test_limit_with_a_range_keeps_the_newest(service) -> None:
     series = await service.series(query("15m", kst(2024, 2, 13, 9), kst(2024, 2, 14, 9), limit=5))
     assert series.frame["time"].to_list() == [
