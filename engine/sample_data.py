@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from engine.krx import TICK_TABLE, TOP_TICK
+
 SYNTHETIC_NOTE = "synthetic sample data (engine.sample_data), not market data"
 DEFAULT_SYMBOLS = ("005930", "000660", "035420", "035720", "005380", "051910")
 CLOSING_CALL = timedelta(minutes=10)  # 15:20–15:30 KST: orders only, no trades
-# KRX tick table (since 2023): upper bounds (exclusive) and ticks; 1,000 won above 500,000.
-_TICK_BOUNDS = np.array([2_000, 5_000, 20_000, 50_000, 200_000, 500_000])
-_TICKS = np.array([1, 5, 10, 50, 100, 500, 1_000])
+# The KRX tick table (engine.krx) as arrays: upper bounds (exclusive) and ticks.
+_TICK_BOUNDS = np.array([bound for bound, _ in TICK_TABLE])
+_TICKS = np.array([tick for _, tick in TICK_TABLE] + [TOP_TICK])
 
 
 def krx_sessions(start: date, end: date) -> list[tuple[datetime, datetime]]:

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from engine.krx import tick_size  # the simulator's callers use krx.tick_size
+
 OPEN_SECOND = 9 * 3600  # 09:00:00 KST, opening auction print
 CONTINUOUS_END_SECOND = 15 * 3600 + 20 * 60  # 15:20 closing call starts: no trades until 15:30
 CLOSE_SECOND = 15 * 3600 + 30 * 60  # 15:30:00 KST, closing auction print
 CONTINUOUS_MINUTES = 380  # 09:00 .. 15:19
 CLOSE_MINUTE = 390  # minute index of the 15:30 print
-
-# KOSPI/KOSDAQ unified tick table (since 2023): (upper bound exclusive, tick).
-_TICKS = (
-    (2_000, 1),
-    (5_000, 5),
-    (20_000, 10),
-    (50_000, 50),
-    (200_000, 100),
-    (500_000, 500),
-)
-
-
-def tick_size(price: int) -> int:
-    for bound, tick in _TICKS:
-        if price < bound:
-            return tick
-    return 1_000
 
 
 def snap(price: float) -> int:
