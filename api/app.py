@@ -6,21 +6,40 @@ defined above it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import ray
-from fastapi import FastAPI, Query
+from fastapi import Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from ray import serve
 
 from actors.candles import NAMESPACE, candle_actor
 from api import metrics
-from api.candles_routes import candle_query, udf_config, udf_query, udf_symbol_info
+from api.candles_routes import (
+    candle_query,
+    udf_config,
+    udf_query,
+    udf_search,
+    udf_symbol_info,
+)
 from api.errors import install_error_handlers
 from api.health import snapshot
 from api.ingress import set_ws_compression
 from api.middleware import install_middleware
+from api.schemas import (
+    HEALTH_EXAMPLE,
+    METRICS_EXAMPLE,
+    CandleSeries,
+    SymbolList,
+    UdfConfig,
+    UdfHistory,
+    UdfSearchResult,
+    UdfSymbolInfo,
+    install_plain_parameters,
+)
 from api.ws import install_ws_routes
 from engine.chart import parse_symbol
 from engine.config import get_settings
@@ -30,13 +49,16 @@ from engine.logs import configure_from_settings
 
 logger = logging.getLogger(__name__)
 
-app = FastAPI(
+# Swagger UI and ReDoc from the fastapi-offline wheel, served at /static-offline-docs: /docs
+# works without a network (FastAPI's default pages load their scripts from a CDN).
+app = FastAPIOffline(
     title="kisray",
     description="Realtime market data for Korean stock charts: candles and live trades.",
     version="0.1.0",
 )
 
 install_error_handlers(app)
+install_plain_parameters(app)  # after the error envelope: wraps its openapi()
 install_middleware(app)  # request id, metrics, CORS, token and body limit
 install_ws_routes(app)  # WS /ws and GET /demo
 
@@ -99,65 +121,135 @@ class KisrayIngress:
             )
         return self._pool
 
-    @app.get("/health", tags=["operations"])
+    @app.get(
+        "/health",
+        tags=["operations"],
+        responses={200: {"content": {"application/json": {"example": HEALTH_EXAMPLE}}}},
+    )
     async def health(self) -> JSONResponse:
         """Database, KIS socket, aggregates, recorder; 503 "degraded" when an essential part is
         down (docs/operations.md). Open even when KISRAY_API_TOKEN is set."""
         body = await snapshot(self.settings, self._get_pool)
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"example": METRICS_EXAMPLE}}}},
+    )
     async def get_metrics(self) -> Response:
         """Prometheus text format (docs/operations.md lists the series)."""
         metrics.sample(await snapshot(self.settings, self._get_pool))
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.get("/candles/{symbol}", response_class=Response, tags=["candles"])
+    @app.get(
+        "/candles/{symbol}",
+        response_class=Response,
+        tags=["candles"],
+        responses={200: {"model": CandleSeries, "description": "Candles, ascending"}},
+    )
     async def candles(
         self,
-        symbol: str,
-        interval: str = "1m",
-        from_: str | None = Query(None, alias="from", description="epoch s or ISO-8601 (KST)"),
-        to: str | None = Query(None, description="exclusive; default: the newest candle"),
-        limit: int | None = Query(None, description="newest N candles of the range"),
-        countback: int | None = Query(None, description="N candles ending at `to`"),
-        fill: bool = True,
+        symbol: str = Path(
+            description="KRX code, 6-7 digits or capitals",
+            openapi_examples={"Samsung Electronics": {"value": "005930"}},
+        ),
+        interval: str = Query(
+            "1m",
+            description="1m 3m 5m 15m 30m 1h 4h 1d 1w, or any whole number of minutes or hours "
+            "dividing a day",
+            openapi_examples={"5 minutes": {"value": "5m"}},
+        ),
+        from_: str | None = Query(
+            None,
+            alias="from",
+            description="first bucket (inclusive): epoch seconds (1707868800) or ISO-8601 "
+            "(2024-02-14T09:00, naive = KST); unset: the newest `limit` candles",
+        ),
+        to: str | None = Query(
+            None, description="end (exclusive), as `from`; default: after the newest candle"
+        ),
+        limit: int | None = Query(None, description="the newest N candles of the range"),
+        countback: int | None = Query(
+            None, description="N candles ending at `to`; outranks `from` (TradingView)"
+        ),
+        fill: bool = Query(
+            True, description="true: flat candles for session buckets without trades"
+        ),
     ) -> Response:
         """Candles of any interval, gap-filled inside KRX sessions (see docs/candles-api.md)."""
         query = candle_query(self.settings, symbol, interval, from_, to, limit, countback, fill)
         body = await self._candles().candles_json.remote(query)
         return Response(body, media_type="application/json")
 
-    @app.get("/symbols", tags=["candles"])
+    @app.get("/symbols", tags=["candles"], responses={200: {"model": SymbolList}})
     async def symbols(self) -> dict:
         """Symbols with data and their first/last candle time (epoch seconds)."""
         return {"symbols": await self._candles().symbols.remote()}
 
-    @app.get("/udf/config", tags=["udf"])
+    @app.get("/udf/config", tags=["udf"], responses={200: {"model": UdfConfig}})
     async def get_udf_config(self) -> dict:
+        """The datafeed's capabilities (TradingView UDF `config`)."""
         return udf_config()
 
-    @app.get("/udf/time", tags=["udf"])
+    @app.get(
+        "/udf/time",
+        tags=["udf"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"example": "1707868800"}}}},
+    )
     async def get_udf_time(self) -> PlainTextResponse:
+        """Server time, epoch seconds."""
         return PlainTextResponse(str(int(time.time())))
 
-    @app.get("/udf/symbols", tags=["udf"])
-    async def get_udf_symbol(self, symbol: str) -> dict:
+    @app.get("/udf/symbols", tags=["udf"], responses={200: {"model": UdfSymbolInfo}})
+    async def get_udf_symbol(
+        self,
+        symbol: str = Query(
+            description="code, or EXCHANGE:code",
+            openapi_examples={"Samsung Electronics": {"value": "KRX:005930"}},
+        ),
+    ) -> dict:
+        """Symbol resolution (TradingView UDF `symbols`); 404 for a symbol without data."""
         code = parse_symbol(symbol.rsplit(":", 1)[-1])  # accepts "KRX:005930"
         known = {s["symbol"]: s for s in await self._candles().symbols.remote()}
         if code not in known:
             raise NoDataFoundError(f"unknown symbol {code}")
-        return udf_symbol_info(self.settings, code, known[code]["name"])
+        entry = known[code]
+        # The XKRX calendar's first build takes seconds: off the replica's event loop.
+        return await asyncio.to_thread(
+            udf_symbol_info, self.settings, code, entry["name"], entry["first"]
+        )
 
-    @app.get("/udf/history", tags=["udf"])
+    @app.get("/udf/search", tags=["udf"], responses={200: {"model": list[UdfSearchResult]}})
+    async def get_udf_search(
+        self,
+        query: str = Query(
+            "", description="part of a code or name", openapi_examples={"삼성": {"value": "삼성"}}
+        ),
+        type: str = Query("", description="symbol type; only `stock` exists"),
+        exchange: str = Query("", description="exchange; only `KRX` exists"),
+        limit: int = Query(30, ge=1, le=100, description="most results"),
+    ) -> list[dict]:
+        """Symbols with data matching the query (TradingView UDF `search`)."""
+        known = await self._candles().symbols.remote()
+        return udf_search(known, query, type, exchange, limit)
+
+    @app.get("/udf/history", tags=["udf"], responses={200: {"model": UdfHistory}})
     async def get_udf_history(
         self,
-        symbol: str,
-        resolution: str,
-        from_: int | None = Query(None, alias="from"),
-        to: int | None = None,
-        countback: int | None = None,
+        symbol: str = Query(
+            description="code, or EXCHANGE:code", openapi_examples={"Samsung": {"value": "005930"}}
+        ),
+        resolution: str = Query(
+            description="1 3 5 15 30 60 240 (minutes), 1D, 1W",
+            openapi_examples={"5 minutes": {"value": "5"}},
+        ),
+        from_: int | None = Query(None, alias="from", description="epoch seconds, inclusive"),
+        to: int | None = Query(None, description="epoch seconds, exclusive"),
+        countback: int | None = Query(None, description="bars ending at `to`; outranks `from`"),
     ) -> dict:
         """Columnar bars; `s: no_data` with `nextTime` when the range is empty."""
         code = symbol.rsplit(":", 1)[-1]

@@ -26,7 +26,10 @@ logger = logging.getLogger(__name__)
 POLICY_VIOLATION = 1008  # WebSocket close code for a refused origin, as api.ws uses
 
 # Liveness probes, the API description and the static demo page carry no market data.
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/demo"})
+OPEN_PATHS = frozenset(
+    {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/demo"}
+)
+DOCS_ASSETS = "/static-offline-docs/"  # Swagger UI's and ReDoc's scripts (fastapi-offline)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -45,7 +48,7 @@ def token_matches(given: str, settings: Settings | None = None) -> bool:
 
 
 def requires_token(path: str) -> bool:
-    return path not in OPEN_PATHS
+    return path not in OPEN_PATHS and not path.startswith(DOCS_ASSETS)
 
 
 def is_same_origin(origin: str, host: str | None) -> bool:

@@ -19,6 +19,8 @@ def api(serve_url: str, migrated_url: str) -> Iterator[httpx.Client]:
 def test_config_and_time(api) -> None:
     config = api.get("/udf/config").json()
     assert "1D" in config["supported_resolutions"] and config["supports_time"] is True
+    # The UDF adapter refuses to start unless one of the two is true.
+    assert config["supports_search"] is True and config["supports_group_request"] is False
     now = int(api.get("/udf/time").text)
     assert abs(now - datetime.now(UTC).timestamp()) < 60
 
@@ -26,7 +28,8 @@ def test_config_and_time(api) -> None:
 def test_symbol_info(api) -> None:
     info = api.get("/udf/symbols", params={"symbol": f"KRX:{SYMBOL}"}).json()
     assert info["ticker"] == SYMBOL and info["timezone"] == "Asia/Seoul"
-    assert info["session"] == "0900-1530"
+    assert info["session"] == "0900-1531"
+    assert info["description"] == SYMBOL  # outside the built-in master: its code
     unknown = api.get("/udf/symbols", params={"symbol": "999990"})
     assert unknown.status_code == 404
     assert unknown.json()["s"] == "error" and unknown.json()["error"]["code"] == "NO_DATA_FOUND"
@@ -90,3 +93,30 @@ def test_history_missing_resolution(api: httpx.Client) -> None:
     reply = api.get("/udf/history", params={"symbol": SYMBOL})
     assert reply.status_code == 400
     assert reply.json()["error"]["code"] == "INVALID_INTERVAL"
+
+
+def test_adapter_start_up_sequence(api: httpx.Client) -> None:
+    """The calls the UDF adapter makes when a chart opens: config, time, search, symbols
+    (resolve), history; every one answers what the adapter reads."""
+    config = api.get("/udf/config").json()
+    assert int(api.get("/udf/time").text) > 0
+    found = api.get("/udf/search", params={"query": SYMBOL[:4], "type": "", "exchange": ""})
+    assert found.status_code == 200
+    hit = next(item for item in found.json() if item["symbol"] == SYMBOL)
+    assert hit["full_name"] == f"KRX:{SYMBOL}" and hit["exchange"] == "KRX"
+    info = api.get("/udf/symbols", params={"symbol": hit["full_name"]}).json()
+    assert set(info["supported_resolutions"]) <= set(config["supported_resolutions"])
+    for resolution in info["supported_resolutions"]:
+        reply = api.get(
+            "/udf/history",
+            params={
+                "symbol": info["ticker"],
+                "resolution": resolution,
+                "countback": 5,
+                "to": kst(2023, 6, 17, 0),
+            },
+        )
+        assert reply.status_code == 200, (resolution, reply.text)
+        assert reply.json()["s"] == "ok", resolution
+    assert api.get("/udf/search", params={"query": "no such name"}).json() == []
+    assert api.get("/udf/search", params={"query": "", "type": "futures"}).json() == []
