@@ -105,7 +105,11 @@ def _not_null(schema: dict) -> dict:
 
 def install_plain_parameters(app) -> None:
     """Swagger UI renders an `anyOf` parameter as a JSON editor holding `{}`, so "Try it out"
-    sent `from={}` and got 400 INVALID_RANGE; a plain type leaves the field empty and unsent."""
+    sent `from={}` and got 400 INVALID_RANGE; a plain type leaves the field empty and unsent.
+
+    Serve pickles the app, and FastAPI's "no example" sentinel does not survive that (it is
+    compared by identity), so every parameter came back with `"example": {}`, which Swagger UI
+    also sends. An empty object is never a real example of a query parameter: dropped."""
     documented = app.openapi
 
     def openapi() -> dict:
@@ -114,6 +118,8 @@ def install_plain_parameters(app) -> None:
             for operation in operations.values():
                 for parameter in operation.get("parameters", []):
                     parameter["schema"] = _not_null(parameter.get("schema", {}))
+                    if parameter.get("example") == {}:
+                        del parameter["example"]
         return schema
 
     app.openapi = openapi

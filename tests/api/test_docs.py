@@ -46,7 +46,21 @@ def test_docs_assets_need_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
     assert requires_token("/candles/005930")
 
 
-def test_no_empty_examples_and_no_nullable_parameters(document: dict) -> None:
+@pytest.fixture(scope="module")
+def served_document() -> dict:
+    """The document of the app as a Serve replica has it: unpickled."""
+    from ray import cloudpickle
+
+    served = cloudpickle.loads(cloudpickle.dumps(app))
+    served.openapi_schema = None
+    return served.openapi()
+
+
+@pytest.mark.parametrize("which", ["document", "served_document"])
+def test_no_empty_examples_and_no_nullable_parameters(
+    request: pytest.FixtureRequest, which: str
+) -> None:
+    document = request.getfixturevalue(which)
     text = json.dumps(document)
     assert '"example": {}' not in text
     for path, operations in document["paths"].items():
