@@ -18,6 +18,7 @@ from engine.chart import CandleQuery, ChartService, FormingBar, parse_symbol
 from engine.config import get_settings
 from engine.db.pool import create_pool
 from engine.errors import DatabaseUnavailableError
+from engine.intervals import parse_interval
 from engine.logs import configure_from_settings
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,22 @@ class CandleActor:
     async def symbols(self) -> list[dict]:
         chart = await self._chart()
         return await chart.symbols()
+
+    async def live_bars(self, symbol: str, intervals: list[str], bar: dict | None = None) -> dict:
+        """The live bar of each interval for `symbol`: {interval: {time, open, high, low, close,
+        volume}}, rolled up from `bar` (the forming 1-minute bar the caller shows; the one held
+        here when None) exactly as `/candles` rolls it. Empty when there is no forming bar."""
+        forming = FormingBar.from_dict(symbol, bar) if bar is not None else None
+        forming = forming or self._forming.get(parse_symbol(symbol))
+        if forming is None:
+            return {}
+        chart = await self._chart()
+        out = {}
+        for name in intervals:
+            interval = parse_interval(name)
+            live = await chart.live_bar(forming.symbol, interval, forming)
+            out[interval.name] = live.as_dict()
+        return out
 
     def update_forming_bar(self, symbol: str, bar: dict | None) -> None:
         """Replace the symbol's forming 1-minute bar (None clears it once the bar is written).

@@ -87,6 +87,48 @@ class FormingBar:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveBar:
+    """The forming bucket of some interval: stored minutes plus the forming 1-minute bar."""
+
+    time: int  # bucket start, epoch seconds (a KST date at 00:00 UTC for 1d, Monday for 1w)
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+
+    @classmethod
+    def of(
+        cls,
+        bucket: int,
+        forming: FormingBar,
+        stored: tuple[float, float, float, float, int] | None,
+    ) -> LiveBar:
+        """`stored`: the bucket's minutes before the forming one as (open, high, low, close,
+        volume), or None when it has none."""
+        f = forming
+        if stored is None:
+            return cls(bucket, f.open, f.high, f.low, f.close, f.volume)
+        o, h, low, _, v = stored
+        return cls(bucket, o, max(h, f.high), min(low, f.low), f.close, v + f.volume)
+
+    def as_dict(self) -> dict:
+        """{time, open, high, low, close, volume}; whole KRW prices as integers."""
+        prices = [self.open, self.high, self.low, self.close]
+        if all(p == int(p) for p in prices):
+            prices = [int(p) for p in prices]
+        o, h, low, c = prices
+        return {
+            "time": self.time,
+            "open": o,
+            "high": h,
+            "low": low,
+            "close": c,
+            "volume": self.volume,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CandleSeries:
     """A finished series. `next_time` is the newest bar time before the range (UDF's nextTime)."""
 
@@ -267,7 +309,8 @@ class ChartService:
             frame = roll_up(frame, interval)
         frame = frame.hstack([pl.Series("live", np.zeros(frame.height, dtype=bool))])
         if forming is not None:
-            frame = _merge_forming(frame, interval, forming, first_bucket, end_bucket)
+            live = await self.live_bar(query.symbol, interval, forming)
+            frame = _merge_live(frame, live, first_bucket, end_bucket)
         if query.fill:
             # Never invent candles in the future: the grid stops at the bucket holding `now`.
             grid = grid[grid <= now]
@@ -303,6 +346,23 @@ class ChartService:
             return None
         return bucket_of_minute(query.interval, latest) + query.interval.seconds
 
+    async def live_bar(self, symbol: str, interval: Interval, forming: FormingBar) -> LiveBar:
+        """The bucket of `interval` holding the forming minute, as it stands: its stored minutes
+        before the forming one rolled together with the forming bar (the forming bar alone at 1m).
+
+        The one definition of the live bar, shared by `/candles` and the `candle:SYM:INTERVAL`
+        channels so both show the same numbers. Minutes at or after the forming one are left
+        out: the recorder may already have written the forming minute (it closes an idle
+        symbol's bar), and counting it twice would inflate the bucket's volume.
+        """
+        bucket = bucket_of_minute(interval, forming.time)
+        first_minute = minute_bound(interval, bucket)
+        stored = None
+        if first_minute < forming.time:
+            async with self._database():
+                stored = await db_series.minutes_bar(self.pool, symbol, first_minute, forming.time)
+        return LiveBar.of(bucket, forming, stored)
+
     async def symbols(self) -> list[dict]:
         async with self._database():
             extents = await db_series.symbol_extents(self.pool)
@@ -311,22 +371,12 @@ class ChartService:
         ]
 
 
-def _merge_forming(
-    frame: pl.DataFrame, interval: Interval, bar: FormingBar, first_bucket: int, end_bucket: int
+def _merge_live(
+    frame: pl.DataFrame, live: LiveBar, first_bucket: int, end_bucket: int
 ) -> pl.DataFrame:
-    """Roll the forming minute into its bucket, marked live.
-
-    1m: the forming bar replaces a stored row of the same minute. Coarser intervals: it extends
-    the stored bucket (high/low/close, volume added), since the forming minute is not stored yet.
-    """
-    bucket = bucket_of_minute(interval, bar.time)
-    if not first_bucket <= bucket < end_bucket:
+    """Put the live bucket in place of its stored row (if any), marked live."""
+    if not first_bucket <= live.time < end_bucket:
         return frame
-    existing = frame.filter(pl.col("time") == bucket)
-    if existing.height == 0 or interval.seconds == 60:
-        row = (bucket, bar.open, bar.high, bar.low, bar.close, bar.volume)
-    else:
-        _, o, h, low, _, v, _ = existing.row(0)
-        row = (bucket, o, max(h, bar.high), min(low, bar.low), bar.close, v + bar.volume)
-    live = pl.DataFrame([(*row, True)], schema=frame.schema, orient="row")
-    return pl.concat([frame.filter(pl.col("time") != bucket), live]).sort("time")
+    row = (live.time, live.open, live.high, live.low, live.close, live.volume, True)
+    live_row = pl.DataFrame([row], schema=frame.schema, orient="row")
+    return pl.concat([frame.filter(pl.col("time") != live.time), live_row]).sort("time")

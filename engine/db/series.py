@@ -60,6 +60,12 @@ _LATEST_SQL = (
     "SELECT extract(epoch FROM ts)::int8 FROM market_candles "
     "WHERE symbol = $1 AND \"interval\" = '1m' ORDER BY ts DESC LIMIT 1"
 )
+# The stored minutes of a bucket before its forming minute, as one bar (NULLs when none).
+_MINUTES_BAR_SQL = (
+    "SELECT (array_agg(open ORDER BY ts))[1]::float8, max(high)::float8, min(low)::float8,"
+    " (array_agg(close ORDER BY ts DESC))[1]::float8, sum(volume)::int8 FROM market_candles"
+    " WHERE symbol = $1 AND \"interval\" = '1m' AND ts >= $2 AND ts < $3"
+)
 # Symbols from the small daily relation, then first/last minute per symbol by index probes.
 _SYMBOLS_SQL = """
 SELECT s.symbol, n.name,
@@ -130,6 +136,17 @@ _CODES = ("i8", "f8", "f8", "f8", "f8", "i8")
 async def latest_minute(db: Executor, symbol: str) -> int | None:
     """Start of the symbol's newest 1-minute candle, or None if it has none."""
     return await db.fetchval(_LATEST_SQL, symbol)
+
+
+async def minutes_bar(
+    db: Executor, symbol: str, start: int, end: int
+) -> tuple[float, float, float, float, int] | None:
+    """The 1-minute candles with start <= ts < end rolled into one (open, high, low, close,
+    volume), or None when there are none."""
+    row = await db.fetchrow(_MINUTES_BAR_SQL, symbol, _ts(start), _ts(end))
+    if row is None or row[0] is None:
+        return None
+    return row[0], row[1], row[2], row[3], row[4]
 
 
 async def symbol_extents(db: Executor) -> list[SymbolExtent]:

@@ -115,3 +115,30 @@ async def test_symbols_lists_first_and_last_candle(actor) -> None:
     assert entry["symbol"] == SYMBOL
     assert entry["first"] == kst(2024, 3, 6, 9, 0)
     assert entry["last"] == LAST_PRINT
+
+
+async def test_live_bars_are_the_live_rows_of_candles_at_every_interval(actor) -> None:
+    """The `candle:SYM:INTERVAL` channels and /candles roll the forming minute up alike, and a
+    forming minute the recorder already wrote (an idle symbol's bar) is not counted twice."""
+    stored_day = json.loads(await actor.candles_json.remote(query("1d", limit=1)))["candles"][0]
+    stored_min = json.loads(await actor.candles_json.remote(query("1m", limit=1)))["candles"][0]
+    assert stored_min["time"] == LAST_PRINT
+    bar = {"time": LAST_PRINT, "open": 1000, "high": 1010, "low": 990, "close": 1005, "volume": 3}
+    await actor.update_forming_bar.remote(SYMBOL, bar)
+    intervals = ["1m", "3m", "5m", "30m", "1h", "4h", "1d", "1w"]
+    try:
+        live = await actor.live_bars.remote(SYMBOL, intervals)
+        assert list(live) == intervals
+        for name in intervals:
+            (row,) = json.loads(await actor.candles_json.remote(query(name, limit=1)))["candles"]
+            assert row.pop("live") is True and row.pop("is_filled") is False
+            assert row == live[name], name
+        assert live["1m"] == bar
+        assert live["1d"]["time"] == kst(2024, 3, 7, 9, 0)  # the KST date at 00:00 UTC
+        assert live["1d"]["volume"] == stored_day["volume"] - stored_min["volume"] + 3
+        # The bar the caller shows wins over the one held here.
+        shown = await actor.live_bars.remote(SYMBOL, ["1d"], {**bar, "volume": 5})
+        assert shown["1d"]["volume"] == live["1d"]["volume"] + 2
+    finally:
+        await actor.update_forming_bar.remote(SYMBOL, None)
+    assert await actor.live_bars.remote(SYMBOL, ["5m"]) == {}
