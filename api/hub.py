@@ -9,11 +9,15 @@ rendered once per channel
 (engine.fanout). Ray calls per second are therefore about 1/window per replica, not per client.
 
 Candles come from the recorder, which owns every symbol's forming bar (the one REST /candles
-serves as "live"): while some socket of the replica holds a `candle:SYMBOL:1m` channel, a separate
+serves as "live"): while some socket of the replica holds a `candle:SYMBOL:*` channel, a separate
 task keeps ONE `forming_updates` long-poll outstanding at the `recorder` actor and publishes the
-bars that changed (latest wins in each outbox). The window loop never waits on it. With no recorder
-actor in the cluster the hub falls back to bars built from the trades it pulls (logged once) and
-looks for the recorder again every RECORDER_RECHECK_S.
+bars that changed (latest wins in each outbox). Coarser channels (`candle:SYMBOL:5m`, `:1d`...)
+get the same 1-minute bar rolled into its bucket by the candle service (`live_bars`, the code
+`/candles` uses for its live row), one call per symbol and update. A channel's bar never steps
+back (`newer_bar`): a new subscriber gets the recorder's bar as of now, and an update that was
+in flight meanwhile is dropped rather than shown after it. The window loop never waits on any of
+it. With no recorder actor in the cluster the hub falls back to 1-minute bars built from the
+trades it pulls (logged once) and looks for the recorder again every RECORDER_RECHECK_S.
 
 The window adapts. Every socket costs about one frame per window, so the window is at least
 sockets / frame budget (KISRAY_WS_FRAME_BUDGET; 1,000/s through Serve's proxy, where each frame is
@@ -39,7 +43,15 @@ import ray
 
 from actors.session import Lease
 from api.ingress import serves_directly
-from engine.channels import CANDLE, Channel, WindowCoalescer, candle_message, encode
+from engine.channels import (
+    CANDLE,
+    MINUTE_INTERVAL,
+    Channel,
+    WindowCoalescer,
+    candle_message,
+    encode,
+    newer_bar,
+)
 from engine.config import get_settings
 from engine.errors import UnknownConsumerError
 from engine.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
@@ -57,6 +69,7 @@ RECORDER_ACTOR = "recorder"
 FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
 RECORDER_RECHECK_S = 5.0
 RECORDER_CALL_TIMEOUT_S = 2.0
+CANDLES_ACTOR = "candles"
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -74,6 +87,7 @@ class Hub:
         frame_budget: float = 1000.0,
         resolve: Callable[[], object] | None = None,
         resolve_recorder: Callable[[], object] | None = None,
+        resolve_candles: Callable[[], object] | None = None,
     ) -> None:
         self.source = source  # actor handle with the KisFeed consumer methods
         self.resolve = resolve
@@ -109,6 +123,9 @@ class Hub:
         self.recorder: object | None = None
         self.candle_source = "unknown"  # "recorder" | "trades" | "unknown" (not looked yet)
         self.forming: dict[str, dict] = {}  # symbol → the recorder's latest bar seen
+        # The candle service rolls the 1-minute bar up for coarser channels.
+        self.resolve_candles = resolve_candles or _find_candles
+        self.live: dict[Channel, dict] = {}  # coarser channel → its last bar published
         self.forming_seq = 0
         self.forming_polls = 0
         self._candles_wanted = asyncio.Event()
@@ -255,7 +272,10 @@ class Hub:
     # -- candles: the recorder's forming bars -------------------------------------------------
 
     def _note_candle_demand(self) -> None:
-        if any(c.kind == CANDLE for c in self.index.wanted()):
+        wanted = self.index.wanted()
+        # A coarser bar nobody watches would be stale when someone subscribes again.
+        self.live = {c: bar for c, bar in self.live.items() if c in wanted}
+        if any(c.kind == CANDLE for c in wanted):
             self._candles_wanted.set()
         else:
             self._candles_wanted.clear()
@@ -290,10 +310,15 @@ class Hub:
         return False
 
     async def _send_current_bars(self, outbox: Outbox, channels: list[Channel]) -> None:
-        """The forming bar at once for a new candle subscription: last update, or forming_bars()."""
+        """The forming bar at once for a new candle subscription, as the recorder has it now.
+
+        Not the bar held here from earlier subscribers: while no candle channel is wanted the
+        long-poll stops, so that one may be minutes old. The recorder's `forming_bars()` counts
+        every trade it has, so it is never older than what `/candles` served a moment before
+        (the candle service gets the bar at the recorder's flush)."""
         if self.candle_source != "recorder":  # not looked yet, or it may have started since
             await self._look_for_recorder()
-        if self.candle_source == "recorder" and any(c.symbol not in self.forming for c in channels):
+        if self.candle_source == "recorder":
             try:
                 bars = await asyncio.wait_for(
                     self.recorder.forming_bars.remote(), RECORDER_CALL_TIMEOUT_S
@@ -301,11 +326,13 @@ class Hub:
             except Exception as exc:
                 log.warning("hub %s: forming_bars failed: %s", self.replica_id, exc)
                 bars = {}
-            for symbol, bar in bars.items():
-                # An update that arrived meanwhile is newer than this answer: it stays.
-                if symbol not in self.forming:
+            for symbol in {c.symbol for c in channels}:
+                bar = bars.get(symbol)
+                if bar is not None and newer_bar(self.forming.get(symbol), bar):
                     self.forming[symbol] = bar
         for channel in channels:
+            if channel.interval != MINUTE_INTERVAL:
+                continue
             if self.candle_source == "recorder":
                 bar = self.forming.get(channel.symbol)
                 latest = candle_message(channel.symbol, bar) if bar is not None else None
@@ -313,6 +340,35 @@ class Hub:
                 latest = self.window.latest_candle(channel.symbol)
             if latest is not None:
                 outbox.offer(channel, latest)
+        coarse = [c for c in channels if c.interval != MINUTE_INTERVAL]
+        for symbol in dict.fromkeys(c.symbol for c in coarse):
+            bar = self.forming.get(symbol)
+            mine = [c for c in coarse if c.symbol == symbol]
+            if bar is not None:
+                await self._roll_up(symbol, bar, mine)
+            for channel in mine:
+                held = self.live.get(channel)
+                if held is not None:
+                    outbox.offer(channel, candle_message(symbol, held, channel.interval))
+
+    async def _roll_up(self, symbol: str, bar: dict, channels: list[Channel]) -> dict[Channel, str]:
+        """The coarser channels' bars for this 1-minute bar, kept when newer; their messages."""
+        intervals = sorted({c.interval for c in channels})
+        try:
+            candles = await asyncio.to_thread(self.resolve_candles)
+            bars = await asyncio.wait_for(
+                candles.live_bars.remote(symbol, intervals, bar), RECORDER_CALL_TIMEOUT_S
+            )
+        except Exception as exc:
+            log.warning("hub %s: live bars of %s failed: %s", self.replica_id, symbol, exc)
+            return {}
+        messages: dict[Channel, str] = {}
+        for channel in channels:
+            rolled = bars.get(channel.interval)
+            if rolled is not None and newer_bar(self.live.get(channel), rolled):
+                self.live[channel] = rolled
+                messages[channel] = candle_message(symbol, rolled, channel.interval)
+        return messages
 
     async def _candles(self) -> None:
         """One outstanding `forming_updates` long-poll, only while candle channels are wanted."""
@@ -336,22 +392,34 @@ class Hub:
                 continue
             self.forming_polls += 1
             self.forming_seq = seq  # a restarted recorder counts from 0 again: follow it
-            self._apply_forming(bars)
+            await self._apply_forming(bars)
 
-    def _apply_forming(self, bars: dict[str, dict]) -> None:
-        """Keep the bars that changed (never an older minute) and publish the wanted ones."""
+    async def _apply_forming(self, bars: dict[str, dict]) -> None:
+        """Keep the bars that moved forward and publish them to the wanted channels, 1m and
+        coarser (rolled up by the candle service)."""
         wanted = self.index.wanted()
         messages: dict[Channel, str] = {}
+        changed = []
         for symbol, bar in bars.items():
-            held = self.forming.get(symbol)
-            if held == bar or (held is not None and bar["time"] < held["time"]):
-                continue
+            if not newer_bar(self.forming.get(symbol), bar):
+                continue  # the same bar again, or older than one already sent
             self.forming[symbol] = bar
-            channel = Channel(CANDLE, symbol, "1m")
+            changed.append(symbol)
+            channel = Channel(CANDLE, symbol, MINUTE_INTERVAL)
             if channel in wanted:
                 messages[channel] = candle_message(symbol, bar)
         if messages:
             self.deliveries += self.index.publish(messages)
+        for symbol in changed:
+            coarse = [
+                c
+                for c in wanted
+                if c.kind == CANDLE and c.symbol == symbol and c.interval != MINUTE_INTERVAL
+            ]
+            if coarse:
+                rolled = await self._roll_up(symbol, self.forming[symbol], coarse)
+                if rolled:
+                    self.deliveries += self.index.publish(rolled)
 
     def _adapt(self) -> None:
         """Grow the window while rendering takes over half of it (the replica cannot keep up:
@@ -447,6 +515,10 @@ class Hub:
 
 def _find_recorder() -> object:
     return ray.get_actor(RECORDER_ACTOR, namespace=NAMESPACE)
+
+
+def _find_candles() -> object:
+    return ray.get_actor(CANDLES_ACTOR, namespace=NAMESPACE)
 
 
 _hub: Hub | None = None

@@ -1,6 +1,7 @@
 """WebSocket channels: parsing, the KIS registrations behind them, and per-window coalescing.
 
-Channel names are the contract's: `trade:SYMBOL`, `book:SYMBOL`, `candle:SYMBOL:1m`. A window's
+Channel names are the contract's: `trade:SYMBOL`, `book:SYMBOL`, `candle:SYMBOL:INTERVAL` (any
+interval `/candles` serves, named canonically: `candle:X:60m` is `candle:X:1h`). A window's
 records become at most one message per channel, serialized once and shared by every client that
 subscribed to it:
   trade  — every trade of the window, in arrival order (batched, never coalesced away);
@@ -18,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.errors import BadRequestError, InvalidIntervalError, InvalidSymbolError
+from engine.errors import BadRequestError, InvalidSymbolError
+from engine.intervals import parse_interval
 from engine.kis import tr
 from engine.kis.records import BookSnapshot, Record, Trade
 from engine.kis.registry import Registration
@@ -27,7 +29,7 @@ TRADE = "trade"
 BOOK = "book"
 CANDLE = "candle"
 KINDS = (TRADE, BOOK, CANDLE)
-CANDLE_INTERVALS = ("1m",)
+MINUTE_INTERVAL = "1m"
 MAX_CHANNEL_NAME = 32
 
 
@@ -62,18 +64,15 @@ def parse_channel(name: object) -> Channel:
         raise BadRequestError(f"unknown channel kind {kind!r} in {name!r}; use trade, book, candle")
     expected = 3 if kind == CANDLE else 2
     if len(parts) != expected:
-        form = "candle:SYMBOL:1m" if kind == CANDLE else f"{kind}:SYMBOL"
+        form = "candle:SYMBOL:INTERVAL" if kind == CANDLE else f"{kind}:SYMBOL"
         raise BadRequestError(f"channel {name!r} must look like {form}")
     symbol = parts[1].upper()
     if not _valid_symbol(symbol):
         raise InvalidSymbolError(f"invalid symbol {parts[1]!r} in channel {name!r}")
     if kind != CANDLE:
         return Channel(kind, symbol)
-    if parts[2] not in CANDLE_INTERVALS:
-        raise InvalidIntervalError(
-            f"live candles are published for {', '.join(CANDLE_INTERVALS)}, not {parts[2]!r}"
-        )
-    return Channel(kind, symbol, parts[2])
+    # Every interval /candles serves, by its canonical name (InvalidIntervalError otherwise).
+    return Channel(kind, symbol, parse_interval(parts[2]).name)
 
 
 def parse_channels(names: object) -> tuple[Channel, ...]:
@@ -122,10 +121,19 @@ def encode(message: dict[str, object]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
-def candle_message(symbol: str, bar: dict[str, object]) -> str:
+def candle_message(symbol: str, bar: dict[str, object], interval: str = MINUTE_INTERVAL) -> str:
     """The `candle` message for a forming bar {time, open, high, low, close, volume}."""
     data = {**bar, "live": True}
-    return encode({"type": CANDLE, "symbol": symbol, "interval": "1m", "data": data})
+    return encode({"type": CANDLE, "symbol": symbol, "interval": interval, "data": data})
+
+
+def newer_bar(held: dict | None, bar: dict) -> bool:
+    """Whether `bar` may replace `held` on a live channel: a later bucket, or the same bucket
+    with more volume. Volume only grows within a bar, so an equal or smaller one is a stale
+    copy (an update that was in flight, a cache) and would make the chart step backwards."""
+    if held is None:
+        return True
+    return (bar["time"], bar["volume"]) > (held["time"], held["volume"])
 
 
 @dataclass(slots=True)
@@ -198,7 +206,7 @@ class WindowCoalescer:
             if channel in wanted:
                 out[channel] = encode({"type": BOOK, "symbol": symbol, "data": book_data(book)})
         for symbol in self._bars_changed if self.candles_from_trades else ():
-            channel = Channel(CANDLE, symbol, "1m")
+            channel = Channel(CANDLE, symbol, MINUTE_INTERVAL)
             if channel in wanted:
                 out[channel] = encode(self._candle(symbol, self._bars[symbol]))
         self._trades.clear()
@@ -220,4 +228,9 @@ class WindowCoalescer:
 
     @staticmethod
     def _candle(symbol: str, bar: FormingBar) -> dict[str, object]:
-        return {"type": CANDLE, "symbol": symbol, "interval": "1m", "data": bar.as_data()}
+        return {
+            "type": CANDLE,
+            "symbol": symbol,
+            "interval": MINUTE_INTERVAL,
+            "data": bar.as_data(),
+        }

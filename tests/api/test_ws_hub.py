@@ -197,3 +197,101 @@ async def test_without_a_recorder_candles_are_built_from_trades_and_logged_once(
         assert sum("no recorder actor" in r.getMessage() for r in caplog.records) == 1
     finally:
         await hub.stop()
+
+
+class LiveRecorder(FakeRecorder):
+    """A recorder whose builder (`forming_bars`) is ahead of its last publication, as between
+    two flushes of the real one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[str, dict] = {}
+
+    async def forming_bars(self) -> dict:
+        return {**self.bars, **self.live}
+
+
+async def test_a_new_subscriber_gets_the_bar_of_now_not_the_one_held_from_before(socket) -> None:
+    recorder = FakeRecorder()
+    await recorder.publish("005930", bar(1865))
+    hub = await started(socket, recorder)
+    try:
+        box = Outbox("c")
+        hub.attach(box, "s")
+        await hub.subscribe(box, [CANDLE_A])
+        assert (await candles_of(box))[0]["data"]["volume"] == 1865
+        await hub.unsubscribe(box, [CANDLE_A])
+        await asyncio.sleep(2.5)  # the long-poll has stopped: nobody wants candles
+        await recorder.publish("005930", bar(40, minute=1))  # the next minute began meanwhile
+        await hub.subscribe(box, [CANDLE_A])
+        first = (await candles_of(box))[0]["data"]
+        assert (first["time"], first["volume"]) == (bar(40, minute=1)["time"], 40)
+    finally:
+        await hub.stop()
+
+
+async def test_an_update_in_flight_never_takes_a_bars_volume_backwards(socket) -> None:
+    recorder = LiveRecorder()
+    await recorder.publish("005930", bar(6144))  # the last flush
+    recorder.live["005930"] = bar(6200)  # trades the builder has counted since
+    hub = await started(socket, recorder)
+    try:
+        box = Outbox("c")
+        hub.attach(box, "s")
+        await hub.subscribe(box, [CANDLE_A])
+        volumes = [m["data"]["volume"] for m in await candles_of(box)]
+        await asyncio.sleep(0.5)  # the first long-poll answers with the 6,144 publication
+        volumes += [m["data"]["volume"] for m in map(json.loads, box.take())]
+        await recorder.publish("005930", bar(6300))
+        volumes += [m["data"]["volume"] for m in await candles_of(box)]
+        assert volumes == [6200, 6300]
+    finally:
+        await hub.stop()
+
+
+class StoredPart:
+    """The candle service's `live_bars` over a fixed stored part of every bucket (the real
+    roll-up is tested against /candles in tests/actors/test_candles.py)."""
+
+    def __init__(self, volume: int) -> None:
+        self.volume = volume
+        self.calls = 0
+
+    async def live_bars(self, symbol: str, intervals: list[str], one: dict) -> dict:
+        self.calls += 1
+        rolled = {**one, "open": 85, "low": 70, "volume": self.volume + one["volume"]}
+        return {name: {**rolled, "time": one["time"] - one["time"] % 300} for name in intervals}
+
+
+async def test_coarser_channels_roll_the_minute_bar_up_and_never_step_back(socket) -> None:
+    recorder = FakeRecorder()
+    await recorder.publish("005930", bar(100))
+    stored = StoredPart(1000)
+    hub = Hub(
+        Remote(socket),
+        window_s=0.01,
+        resolve_recorder=lambda: Remote(recorder),
+        resolve_candles=lambda: Remote(stored),
+    )
+    await hub.start()
+    five = Channel(CANDLE, "005930", "5m")
+    try:
+        box = Outbox("c")
+        hub.attach(box, "s")
+        await hub.subscribe(box, [five, CANDLE_A])
+        got = {m["interval"]: m["data"] for m in await candles_of(box)}
+        assert got["1m"]["volume"] == 100
+        assert got["5m"] == {
+            "time": bar(0)["time"] - bar(0)["time"] % 300,
+            "open": 85, "high": 110, "low": 70, "close": 100, "volume": 1100, "live": True,
+        }  # fmt: skip
+        await recorder.publish("005930", bar(150, close=105))
+        await asyncio.sleep(0.3)  # the 1m message goes out first, the rolled-up one after
+        got = {m["interval"]: m["data"]["volume"] for m in map(json.loads, box.take())}
+        assert got == {"1m": 150, "5m": 1150}
+        stored.volume = 900  # a stored minute the database has not taken yet: hold the bar
+        await recorder.publish("005930", bar(160, close=106))
+        await asyncio.sleep(0.3)
+        assert [m["interval"] for m in map(json.loads, box.take())] == ["1m"]
+    finally:
+        await hub.stop()

@@ -49,6 +49,11 @@ def test_parse_channel_accepts_the_contract_names() -> None:
     assert parse_channel("book:005930") == Channel(BOOK, "005930")
     assert parse_channel("candle:005930:1m") == Channel(CANDLE, "005930", "1m")
     assert str(parse_channel("candle:005930:1m")) == "candle:005930:1m"
+    # Every interval /candles serves, by its canonical name.
+    assert parse_channel("candle:005930:5m") == Channel(CANDLE, "005930", "5m")
+    assert str(parse_channel("candle:005930:60m")) == "candle:005930:1h"
+    assert str(parse_channel("candle:005930:1D")) == "candle:005930:1d"
+    assert parse_channel("candle:005930:1w").interval == "1w"
 
 
 @pytest.mark.parametrize(
@@ -60,7 +65,8 @@ def test_parse_channel_accepts_the_contract_names() -> None:
         ("candle:005930", BadRequestError),
         ("trade:59", InvalidSymbolError),
         ("book:00593$", InvalidSymbolError),
-        ("candle:005930:5m", InvalidIntervalError),
+        ("candle:005930:7m", InvalidIntervalError),
+        ("candle:005930:2d", InvalidIntervalError),
         (42, BadRequestError),
         ("", BadRequestError),
     ],
