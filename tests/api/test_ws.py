@@ -255,3 +255,67 @@ async def test_take_lease_hands_out_a_session_leased_before_the_tab(ray_cluster:
     finally:
         await hub.stop()  # gives the spares back
         await pool.release.remote(lease.session_id, park=False)
+
+
+async def test_candle_channels_at_any_interval_start_at_rest_and_never_step_back(
+    live_url: str, serve_url: str, make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """What a chart does: `setData` from /candles, then `update()` from /ws at 1m and 5m. The
+    first message is never older than the bar /candles just returned, a channel never steps back,
+    and the 5m bar is the one /candles shows for the same forming minute."""
+    url = make_database()
+    await migrate(url)
+    recorder = Recorder.options(
+        name="recorder",
+        namespace="kisray",
+        runtime_env={"env_vars": {"KISRAY_RECORDER_FLUSH_S": "2"}},
+    ).remote(url, ["005930"], state_dir=str(tmp_path / "recorder"))  # pushes to `candles`
+
+    async def rest_live(http: httpx.AsyncClient, interval: str) -> dict | None:
+        params = {"interval": interval, "limit": 1}
+        response = await http.get(f"{serve_url}/candles/005930", params=params)
+        if response.status_code != 200:
+            return None
+        (row,) = response.json()["candles"][-1:]
+        return row if row["live"] else None
+
+    def key(bar: dict) -> tuple[int, int]:
+        return bar["time"], bar["volume"]
+
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            deadline = time.monotonic() + 40
+            while await rest_live(http, "5m") is None:  # the candle service has a forming bar
+                assert time.monotonic() < deadline, "no live bar in /candles"
+                await asyncio.sleep(0.5)
+            equal_seen = False
+            for _ in range(3):  # each subscription on a fresh socket, as a page reload does
+                shown = {i: await rest_live(http, i) for i in ("1m", "5m")}
+                async with websockets.connect(live_url) as ws:
+                    await next_of(ws, "session", within=30)  # the first may wait for the pool
+                    channels = ["candle:005930:1m", "candle:005930:5m"]
+                    await ws.send(json.dumps({"op": "subscribe", "channels": channels}))
+                    subscribed = await next_of(ws, "subscribed", within=30)
+                    assert subscribed["channels"] == channels
+                    last: dict[str, dict] = {}
+                    deadline = time.monotonic() + 12
+                    while len(last) < 2 or time.monotonic() < deadline:
+                        message = await next_of(ws, "candle", within=8)
+                        interval, bar = message["interval"], message["data"]
+                        assert bar.pop("live") is True
+                        held = last.get(interval) or shown[interval]
+                        assert key(bar) >= key(held), (interval, held, bar)  # never back
+                        last[interval] = bar
+                        if interval == "5m" and not equal_seen:
+                            now = {i: await rest_live(http, i) for i in ("1m", "5m")}
+                            rest = {
+                                i: {k: v for k, v in b.items() if k in bar} for i, b in now.items()
+                            }
+                            if rest["1m"] == last.get("1m"):  # no flush in between
+                                assert rest["5m"] == bar
+                                equal_seen = True
+            assert equal_seen, "never caught /candles and /ws on the same forming minute"
+    finally:
+        ray.kill(recorder, no_restart=True)
+        candles = ray.get_actor("candles", namespace="kisray")
+        await candles.update_forming_bar.remote("005930", None)
