@@ -340,19 +340,24 @@ class Hub:
                 latest = self.window.latest_candle(channel.symbol)
             if latest is not None:
                 outbox.offer(channel, latest)
+        # Coarser bars from the candle service's own forming bar, not the recorder's newer one:
+        # that one may already be the next minute while the minute before is not written yet,
+        # and rolled over the database it would lose that minute (less volume than /candles).
         coarse = [c for c in channels if c.interval != MINUTE_INTERVAL]
         for symbol in dict.fromkeys(c.symbol for c in coarse):
-            bar = self.forming.get(symbol)
             mine = [c for c in coarse if c.symbol == symbol]
-            if bar is not None:
-                await self._roll_up(symbol, bar, mine)
+            await self._roll_up(symbol, None, mine)
             for channel in mine:
                 held = self.live.get(channel)
                 if held is not None:
                     outbox.offer(channel, candle_message(symbol, held, channel.interval))
 
-    async def _roll_up(self, symbol: str, bar: dict, channels: list[Channel]) -> dict[Channel, str]:
-        """The coarser channels' bars for this 1-minute bar, kept when newer; their messages."""
+    async def _roll_up(
+        self, symbol: str, bar: dict | None, channels: list[Channel]
+    ) -> dict[Channel, str]:
+        """The coarser channels' bars for this 1-minute bar (None: the candle service's), kept
+        when newer; their messages. A recorder publication comes after its flush wrote the
+        closed minutes, so its bar and the database agree."""
         intervals = sorted({c.interval for c in channels})
         try:
             candles = await asyncio.to_thread(self.resolve_candles)

@@ -253,20 +253,23 @@ class StoredPart:
     """The candle service's `live_bars` over a fixed stored part of every bucket (the real
     roll-up is tested against /candles in tests/actors/test_candles.py)."""
 
-    def __init__(self, volume: int) -> None:
+    def __init__(self, volume: int, recorder: FakeRecorder) -> None:
         self.volume = volume
-        self.calls = 0
+        self.recorder = recorder  # its publications reach the candle service too
 
-    async def live_bars(self, symbol: str, intervals: list[str], one: dict) -> dict:
-        self.calls += 1
+    async def live_bars(self, symbol: str, intervals: list[str], one: dict | None) -> dict:
+        one = one or self.recorder.bars[symbol]
         rolled = {**one, "open": 85, "low": 70, "volume": self.volume + one["volume"]}
         return {name: {**rolled, "time": one["time"] - one["time"] % 300} for name in intervals}
 
 
 async def test_coarser_channels_roll_the_minute_bar_up_and_never_step_back(socket) -> None:
-    recorder = FakeRecorder()
+    recorder = LiveRecorder()
     await recorder.publish("005930", bar(100))
-    stored = StoredPart(1000)
+    # The builder is in the next minute already, the minute before not yet written: the 5m bar
+    # must come from the published bar (the database agrees with it), as /candles' does.
+    recorder.live["005930"] = bar(7, minute=1)
+    stored = StoredPart(1000, recorder)
     hub = Hub(
         Remote(socket),
         window_s=0.01,
@@ -279,18 +282,20 @@ async def test_coarser_channels_roll_the_minute_bar_up_and_never_step_back(socke
         box = Outbox("c")
         hub.attach(box, "s")
         await hub.subscribe(box, [five, CANDLE_A])
-        got = {m["interval"]: m["data"] for m in await candles_of(box)}
-        assert got["1m"]["volume"] == 100
+        await asyncio.sleep(0.3)
+        got = {m["interval"]: m["data"] for m in map(json.loads, box.take())}
+        assert got["1m"] == {**bar(7, minute=1), "live": True}
         assert got["5m"] == {
             "time": bar(0)["time"] - bar(0)["time"] % 300,
             "open": 85, "high": 110, "low": 70, "close": 100, "volume": 1100, "live": True,
         }  # fmt: skip
-        await recorder.publish("005930", bar(150, close=105))
+        recorder.live.clear()
+        await recorder.publish("005930", bar(150, close=105, minute=1))
         await asyncio.sleep(0.3)  # the 1m message goes out first, the rolled-up one after
         got = {m["interval"]: m["data"]["volume"] for m in map(json.loads, box.take())}
         assert got == {"1m": 150, "5m": 1150}
         stored.volume = 900  # a stored minute the database has not taken yet: hold the bar
-        await recorder.publish("005930", bar(160, close=106))
+        await recorder.publish("005930", bar(160, close=106, minute=1))
         await asyncio.sleep(0.3)
         assert [m["interval"] for m in map(json.loads, box.take())] == ["1m"]
     finally:
