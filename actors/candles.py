@@ -20,6 +20,7 @@ from engine.db.pool import create_pool
 from engine.errors import DatabaseUnavailableError
 from engine.intervals import parse_interval
 from engine.logs import configure_from_settings
+from engine.market_clock import MarketClock
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class CandleActor:
         self._service: ChartService | None = None
         self._opening = asyncio.Lock()
         self._forming: dict[str, FormingBar] = {}
+        # With the simulator upstream, "now" (where gap fill stops) is the simulator's.
+        self._clock = MarketClock.from_settings(settings.market_clock, settings.sim_port)
 
     async def _chart(self) -> ChartService:
         if self._service is None:
@@ -69,12 +72,14 @@ class CandleActor:
     async def candles_json(self, query: CandleQuery) -> bytes:
         """The `/candles` body, serialized. Raises NoDataFoundError when the range is empty."""
         chart = await self._chart()
-        series = await chart.series(query, self._forming.get(query.symbol))
+        now = await self._clock.now()
+        series = await chart.series(query, self._forming.get(query.symbol), now=now)
         return series.to_json_bytes()
 
     async def udf_history(self, query: CandleQuery) -> dict:
         chart = await self._chart()
-        series = await chart.series(query, self._forming.get(query.symbol))
+        now = await self._clock.now()
+        series = await chart.series(query, self._forming.get(query.symbol), now=now)
         return series.to_udf()
 
     async def symbols(self) -> list[dict]:

@@ -147,6 +147,9 @@ class Stack:
             "KISRAY_DATA_DIR": str(self.settings.data_dir),
             "KISRAY_LOG_DIR": str(self.settings.log_dir),
         }
+        if self.with_simulator:
+            # One clock: the candle service's "now" is the simulator's trading session.
+            env_vars["KISRAY_MARKET_CLOCK"] = "sim"
         address = self.ray_address
         if address is None:
             # A single-node production stack is its own collector node.

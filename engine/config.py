@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     sim_port: int = Field(default=8765, ge=1, le=65535, description="built-in simulator port")
     sim_seed: int = 7
+    market_clock: Literal["wall", "sim"] = Field(
+        default="wall",
+        description="the candle service's now: the wall clock, or the built-in simulator's "
+        "(set by `kisray up` when it starts the simulator)",
+    )
 
     # Candle retention in days (0 = keep forever). The 1-minute floor keeps every aggregate
     # refresh window (the daily one looks back 60 days) inside the raw data.

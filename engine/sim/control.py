@@ -89,6 +89,14 @@ async def notice(request: web.Request) -> web.Response:
     return web.json_response({"sent": await send_notices(state, hts_id)})
 
 
+async def clock_now(request: web.Request) -> web.Response:
+    """GET: the simulated present, for a demo stack whose candle service keeps this clock."""
+    sim = request.app[STATE].clock.now()
+    return web.json_response(
+        {"sim_time": sim.kst.isoformat(), "epoch": sim.kst.timestamp(), "is_open": sim.is_open}
+    )
+
+
 async def clock(request: web.Request) -> web.Response:
     """POST {"start"?: ISO KST time, "speed"?: x}: re-anchor the simulated clock."""
     state = request.app[STATE]

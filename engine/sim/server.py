@@ -46,6 +46,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
             web.get("/_sim/stats", control.stats),
             web.post("/_sim/fault", control.fault),
             web.post("/_sim/notice", control.notice),
+            web.get("/_sim/clock", control.clock_now),
             web.post("/_sim/clock", control.clock),
         ]
     )

@@ -11,7 +11,7 @@ import ray
 
 from actors.candles import CandleActor
 from engine.chart import build_query
-from engine.db.candles import upsert_minute_bars
+from engine.db.candles import MinuteBar, upsert_minute_bars
 from engine.db.migrate import migrate
 from engine.errors import BadRequestError, NoDataFoundError
 from engine.sample_data import synthetic_minute_bars
@@ -142,3 +142,36 @@ async def test_live_bars_are_the_live_rows_of_candles_at_every_interval(actor) -
     finally:
         await actor.update_forming_bar.remote(SYMBOL, None)
     assert await actor.live_bars.remote(SYMBOL, ["5m"]) == {}
+
+
+async def test_in_the_demo_stack_gap_fill_stops_at_the_simulators_now(
+    ray_cluster, make_database
+) -> None:
+    """`kisray up` with the simulator sets KISRAY_MARKET_CLOCK=sim: the candle service fills
+    today's simulated session up to the simulator's present, not the wall clock's."""
+    from tests.engine.conftest import running_sim
+
+    url = make_database()
+    await migrate(url)
+    sparse = "900500"
+    conn = await asyncpg.connect(url)
+    try:
+        bars = [
+            MinuteBar(
+                sparse, datetime.fromtimestamp(kst(2024, 3, 8, 9, m), UTC), 100, 101, 99, 100, 5
+            )
+            for m in (0, 5)
+        ]
+        await upsert_minute_bars(conn, bars)
+    finally:
+        await conn.close()
+    async with running_sim(start=datetime(2024, 3, 8, 10, 0, 30)) as sim:
+        env = {"KISRAY_MARKET_CLOCK": "sim", "KISRAY_SIM_PORT": str(sim.port)}
+        handle = CandleActor.options(runtime_env={"env_vars": env}).remote(url)
+        try:
+            q = query("1m", kst(2024, 3, 8, 9, 0), kst(2024, 3, 8, 11, 0), symbol=sparse)
+            candles = json.loads(await handle.candles_json.remote(q))["candles"]
+        finally:
+            ray.kill(handle)
+    assert candles[-1]["time"] == kst(2024, 3, 8, 10, 0)  # the simulator's minute, filled
+    assert [c["is_filled"] for c in candles[:6]] == [False, True, True, True, True, False]
