@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import ray
 from fastapi import Path, Query
@@ -46,6 +45,7 @@ from engine.config import get_settings
 from engine.db.pool import create_pool
 from engine.errors import DatabaseUnavailableError, NoDataFoundError
 from engine.logs import configure_from_settings
+from engine.market_clock import MarketClock
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ class KisrayIngress:
         self._pool = None
         self._candle_actor = None
         self._candle_actor_name = candle_actor_name  # None: the cluster's "candles" actor
+        self._market_clock = MarketClock.from_settings(
+            self.settings.market_clock, self.settings.sim_port
+        )
         # Before Serve starts this replica's HTTP server, which happens after the constructor.
         set_ws_compression(self.settings.ws_compression)
         self._prewarm_sessions()
@@ -201,8 +204,8 @@ class KisrayIngress:
         responses={200: {"content": {"text/plain": {"example": "1707868800"}}}},
     )
     async def get_udf_time(self) -> PlainTextResponse:
-        """Server time, epoch seconds."""
-        return PlainTextResponse(str(int(time.time())))
+        """Server time, epoch seconds: the market's clock (the simulator's in the demo stack)."""
+        return PlainTextResponse(str(await self._market_clock.now()))
 
     @app.get("/udf/symbols", tags=["udf"], responses={200: {"model": UdfSymbolInfo}})
     async def get_udf_symbol(

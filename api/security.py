@@ -129,8 +129,6 @@ class OriginPolicy:
             if not allowed:
                 await _refuse_socket(origin or "", receive, send)
                 return
-            scope = dict(scope)
-            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"origin"]
             await self.app(scope, receive, send)
         elif origin and is_same_origin(origin, headers.get("host")):
             await self.app(scope, receive, send)

@@ -110,7 +110,7 @@ async def test_unsubscribe_stops_the_channel_and_resume_restores_it(live_url: st
         await next_of(ws, "candle", within=15)
 
 
-async def test_token_and_origin_are_checked(live_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_socket_token_is_checked(live_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from api.ws import check_access
     from engine.config import get_settings
     from engine.errors import UnauthorizedError
@@ -129,8 +129,7 @@ async def test_token_and_origin_are_checked(live_url: str, monkeypatch: pytest.M
         for headers, query in [
             ({}, {}),
             ({}, {"token": "wrong"}),
-            ({"origin": "http://evil.example"}, {"token": "s3cret"}),
-        ]:
+        ]:  # the origin is api.security's one policy (tests/api/test_security.py)
             with pytest.raises(UnauthorizedError):
                 check_access(FakeHandshake(headers, query))
     finally:
