@@ -60,11 +60,11 @@ class JobState:
     def describe(self) -> str | None:
         """One line for /health when the job needs an operator's eye, else None."""
         job = f"timescaledb job {self.job_id} ({self.kind} {self.relation})"
+        error = self.recent_errors[0] if self.recent_errors else "no error recorded"
+        if not self.scheduled:  # paused says why it no longer runs, a failure how it last ran
+            return f"{job} paused" + (f"; its last run failed: {error}" if self.failing else "")
         if self.failing:
-            error = self.recent_errors[0] if self.recent_errors else "no error recorded"
             return f"{job} failed: {error}"
-        if not self.scheduled:
-            return f"{job} paused"
         if self.overdue and self.next_start is not None:
             return f"{job} overdue since {self.next_start.isoformat()}"
         return None

@@ -52,6 +52,7 @@ def test_reconnects_lag_and_failing_paused_or_overdue_jobs_are_warnings() -> Non
         _job(1002, relation="market_candles_1h", scheduled=False),
         _job(1003, kind="retention", relation="market_candles", overdue=True),
         _job(1004),
+        _job(1005, relation="market_candles_15m", scheduled=False, last_run_status="Failed"),
     )
     report = FreshnessReport("timescaledb", None, (), jobs).as_dict()
     aggregates = {
@@ -70,6 +71,8 @@ def test_reconnects_lag_and_failing_paused_or_overdue_jobs_are_warnings() -> Non
         "timescaledb job 1001 (refresh market_candles_5m) failed: "
         "2025-03-10T00:55:00+00:00 XX000: cannot drop portal",
         "timescaledb job 1002 (refresh market_candles_1h) paused",
+        "timescaledb job 1005 (refresh market_candles_15m) paused; "
+        "its last run failed: no error recorded",
         "timescaledb job 1003 (retention market_candles) overdue since 2025-03-10T01:00:00+00:00",
     }
 
