@@ -108,6 +108,7 @@ class Stack:
                 from api.collector import start_collector
 
                 self.collector = start_collector(self.settings)
+            self._wait_until_healthy()
         except BaseException:
             self.stop()
             raise
@@ -251,6 +252,32 @@ class Stack:
                 logger.warning(
                     "the KIS socket actor or the recorder did not answer within %.0f s", timeout_s
                 )
+
+    def _wait_until_healthy(self, timeout_s: float = 90.0) -> None:
+        """Return once our own /health says ok, so the banner means what a tab will find. Each
+        part answering its actor call was not enough: on a loaded machine the replica's first
+        database probe, made by the first /health, could still time out."""
+        import time
+
+        import httpx
+
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
+        url = f"http://{host}:{self.settings.port}/health"
+        deadline = time.monotonic() + timeout_s
+        problems: list[str] = ["no answer yet"]
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.get(url, timeout=10).json()
+            except (httpx.HTTPError, ValueError) as exc:
+                problems = [type(exc).__name__]
+            else:
+                if body.get("status") == "ok":
+                    return
+                problems = list(body.get("problems") or [body.get("status")])
+            time.sleep(0.5)
+        logger.warning(
+            "/health is not ok %.0f s after the start: %s", timeout_s, "; ".join(map(str, problems))
+        )
 
     @property
     def state_path(self) -> Path:

@@ -127,7 +127,7 @@ def test_the_stack_on_timescaledb_serves_the_same_candles_as_on_postgres(
     with _kisray_up(tmp_path, {"KISRAY_DATABASE_URL": timescale_db}) as (_, env, port, _sim):
         base = f"http://127.0.0.1:{port}"
         health = httpx.get(f"{base}/health", timeout=10).json()
-        assert health["database"]["mode"] == "timescaledb", health["database"]
+        assert health["database"]["mode"] == "timescaledb", health
 
         # The same candles, loaded the same way, into each mode; then a late correction.
         for path in (first_file, late_file):
