@@ -33,7 +33,8 @@ COPY actors actors
 COPY api api
 COPY sql sql
 COPY deploy deploy
-RUN pip install --no-deps . && chmod +x deploy/docker/*.sh
+# The /demo page's chart library, from the npm registry, checked against its pinned hash.
+RUN pip install --no-deps . && python -m api.chart_library && chmod +x deploy/docker/*.sh
 
 USER kisray
 # 8000 API (Serve HTTP proxy) · 6379 Ray GCS · 8265 Ray dashboard and job/serve REST API

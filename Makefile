@@ -11,12 +11,16 @@ $(BIN)/python:
 
 # Stamps reinstall when the project metadata changes; installs are editable, so code edits
 # need no reinstall.
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+# The demo page's chart library comes from the npm registry, pinned and hash-checked
+# (api/chart_library.py), and is served by kisray itself.
+$(VENV)/.installed-run: pyproject.toml api/chart_library.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m api.chart_library
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml api/chart_library.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m api.chart_library
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run

@@ -129,6 +129,7 @@ def up(
         console.print(f"[bold green]kisray is up[/] (profile {profile.value})")
         console.print(f"  API        {stack.api_url}   (docs {stack.api_url}/docs)")
         console.print(f"  health     {stack.api_url}/health")
+        console.print(f"  demo       {stack.api_url}/demo   (live chart, trades, order book)")
         mode = report.mode if report else "?"
         where = "embedded" if settings.database_url is None else "external"
         console.print(f"  database   {where}, {mode} mode, data in {settings.data_dir}")

@@ -30,6 +30,7 @@ OPEN_PATHS = frozenset(
     {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/demo"}
 )
 DOCS_ASSETS = "/static-offline-docs/"  # Swagger UI's and ReDoc's scripts (fastapi-offline)
+DEMO_ASSETS = "/demo/"  # the demo page's chart library and its licence
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -48,7 +49,7 @@ def token_matches(given: str, settings: Settings | None = None) -> bool:
 
 
 def requires_token(path: str) -> bool:
-    return path not in OPEN_PATHS and not path.startswith(DOCS_ASSETS)
+    return path not in OPEN_PATHS and not path.startswith((DOCS_ASSETS, DEMO_ASSETS))
 
 
 def is_same_origin(origin: str, host: str | None) -> bool:

@@ -16,15 +16,16 @@ import uuid
 from importlib import resources
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from starlette.websockets import WebSocketDisconnect
 
 from actors.session import Lease, session_pool
+from api import chart_library
 from api.hub import Hub, replica_hub
 from api.security import bearer_token, token_matches
 from engine.channels import encode, parse_channels
 from engine.config import get_settings
-from engine.errors import BadRequestError, KisrayError, UnauthorizedError
+from engine.errors import BadRequestError, KisrayError, NoDataFoundError, UnauthorizedError
 from engine.fanout import Outbox
 
 log = logging.getLogger(__name__)
@@ -221,3 +222,22 @@ def install_ws_routes(app: FastAPI) -> None:
     @app.get("/demo", response_class=HTMLResponse, include_in_schema=False)
     async def demo() -> HTMLResponse:
         return HTMLResponse(demo_page())
+
+    @app.get("/demo/lightweight-charts.js", include_in_schema=False)
+    async def demo_chart_library() -> FileResponse:
+        return FileResponse(
+            _chart_library_file(chart_library.BUNDLE_NAME), media_type="text/javascript"
+        )
+
+    @app.get("/demo/LICENSE-lightweight-charts", include_in_schema=False)
+    async def demo_chart_library_license() -> FileResponse:
+        return FileResponse(_chart_library_file("LICENSE"), media_type="text/plain")
+
+
+def _chart_library_file(name: str):
+    if chart_library.bundle_path() is None:
+        raise NoDataFoundError(
+            f"the chart library is not installed: run `make install` "
+            f"(python -m api.chart_library fetches {chart_library.PACKAGE} {chart_library.VERSION})"
+        )
+    return chart_library.vendor_dir() / name

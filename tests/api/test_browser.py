@@ -32,16 +32,24 @@ def sim_and_serve(serve_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
 async def test_three_tabs_receive_trades_over_one_upstream_connection(sim_and_serve) -> None:
     serve_url, sim_url = sim_and_serve
     async with chromium() as context:
-        pages = []
+        pages, script_errors = [], []
         for _ in range(3):
             page = await context.new_page()
-            await page.goto(f"{serve_url}/demo?channels=trade:005930 trade:000660")
+            page.on("pageerror", lambda error: script_errors.append(str(error)))
+            await page.goto(f"{serve_url}/demo?symbol=005930&channels=trade:000660")
             pages.append(page)
         for page in pages:
             await page.wait_for_function("window.kisray.trades >= 3", timeout=20_000)
             state = await page.evaluate("window.kisray")
-            assert state["subscribed"] == ["trade:005930", "trade:000660"]
+            assert {"trade:005930", "book:005930", "candle:005930:1m", "trade:000660"} <= set(
+                state["subscribed"]
+            )
             assert state["errors"] == []
+            # The chart is drawn by the locally served Lightweight Charts, and the tape fills.
+            assert await page.evaluate("typeof LightweightCharts.createChart") == "function"
+            assert await page.locator("#chart canvas").count() > 0
+            await page.wait_for_function("document.querySelectorAll('#tape tr').length > 0")
+        assert script_errors == []
         async with httpx.AsyncClient() as client:
             stats = (await client.get(f"{sim_url}/_sim/stats", timeout=5)).json()
         assert stats["connections_open"] == 1  # three tabs, one KIS socket

@@ -136,9 +136,16 @@ async def test_the_socket_token_is_checked(live_url: str, monkeypatch: pytest.Mo
         get_settings.cache_clear()
 
 
-def test_demo_page_is_served(serve_url: str) -> None:
+def test_demo_page_is_served_with_its_chart_library(serve_url: str) -> None:
     page = httpx.get(f"{serve_url}/demo", timeout=10)
     assert page.status_code == 200 and "new WebSocket" in page.text
+    assert '<script src="demo/lightweight-charts.js">' in page.text  # no CDN
+    library = httpx.get(f"{serve_url}/demo/lightweight-charts.js", timeout=10)
+    assert library.status_code == 200
+    assert library.headers["content-type"].startswith("text/javascript")
+    assert "LightweightCharts" in library.text
+    license_ = httpx.get(f"{serve_url}/demo/LICENSE-lightweight-charts", timeout=10)
+    assert license_.status_code == 200 and "Apache License" in license_.text
 
 
 async def test_candle_channel_is_the_recorders_forming_bar(
