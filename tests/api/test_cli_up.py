@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,6 +16,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.api.browser_support import CHROMIUM
+from tests.api.chart_support import drive_charts
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -136,6 +139,15 @@ def test_up_serves_health_and_seeded_candles_refuses_a_second_instance_and_stops
         assert (tmp_path / "data" / "ray_auth_token").stat().st_mode & 0o077 == 0
         sim_stats = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/stats", timeout=5)
         assert sim_stats.status_code == 200, "the built-in simulator should be the upstream"
+
+        # The demo's chart at 1m, 5m and 1d: history, then a minute of live updates, no errors.
+        if Path(CHROMIUM).exists():
+            charts = asyncio.run(
+                drive_charts(f"http://127.0.0.1:{port}", "005930", ["1m", "5m", "1d"], 60)
+            )
+            assert charts["problems"] == []
+            assert all(n > 10 for n in charts["updates"].values()), charts["updates"]
+            assert all(charts["equal"].values()), charts["equal"]  # REST and /ws forming bars
 
         status = subprocess.run([KISRAY, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stderr
