@@ -127,6 +127,9 @@ class BarBuilder:
         self.stale = 0
         self.rejected = 0
         self.missed_volume = 0  # volume revealed by ACML_VOL jumps, not seen as ticks
+        # (symbol, trade date, first minute, last minute) where trades were missed; the owner
+        # takes them with `take_jumps` (the recorder repairs those minutes).
+        self._jumps: list[tuple[str, str, int, int]] = []
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -162,6 +165,12 @@ class BarBuilder:
             own = vol
         if own > vol:
             self.missed_volume += own - vol
+            # The missed trades lie between the tick below and this one.
+            if i > 0:
+                below = day.minutes[i - 1]
+            else:
+                below = min(day.forming, minute) if day.forming >= 0 else minute
+            self._jumps.append((trade.symbol, trade.trade_date, below, minute))
         bars = day.bars
         if i < n:
             # Inserted below a known tick: that tick's step shrinks by what this one now claims.
@@ -179,6 +188,7 @@ class BarBuilder:
                 day.dirty.add(above_minute)
                 if above > 0:
                     self.missed_volume += above
+                    self._jumps.append((trade.symbol, trade.trade_date, minute, above_minute))
             if i == 0 and day.floor is None:
                 day.head_vol = vol
             cums.insert(i, cum)
@@ -201,6 +211,11 @@ class BarBuilder:
             self._trim(day)
         self.accepted += 1
         return TickOutcome.ACCEPTED
+
+    def take_jumps(self) -> list[tuple[str, str, int, int]]:
+        """The ACML_VOL jumps seen since the last call: (symbol, date, first, last minute)."""
+        jumps, self._jumps = self._jumps, []
+        return jumps
 
     def add_many(self, trades: Iterable[Trade]) -> int:
         """Add trades; returns how many were accepted."""
