@@ -9,6 +9,10 @@ The newest row of a backfill that reaches the present is not stored: it is the m
 forming (and, until its first trade, KIS shows it with the previous minute's volume). The recorder
 writes that bar when it closes.
 
+Repairs. `minute_rows` fetches just the minutes the recorder names (engine/repair.py) with
+cursors at the last second of the newest minute wanted, and `store_bars` writes them the same
+way, so a repaired minute is exactly KIS's bar and the aggregates follow.
+
 Paging. Each next cursor is the oldest row's own HHMM00 and the row at the cursor, already
 stored whole from the page before, is dropped. So whether KIS cuts the minute at the cursor's
 second or not (undocumented; public clients page with HHMM00 cursors) no completed minute is
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -33,7 +37,7 @@ import asyncpg
 from engine.calendar import TradingCalendar, get_calendar
 from engine.config import Settings
 from engine.db.candles import MinuteBar, refresh_aggregates, upsert_minute_bars
-from engine.db.migrate import database_mode
+from engine.db.migrate import DbMode, database_mode
 from engine.db.pool import connect
 from engine.errors import InvalidRangeError
 from engine.intervals import parse_interval
@@ -72,13 +76,29 @@ def _bar(symbol: str, row: ChartRow) -> MinuteBar:
     return MinuteBar(symbol, row.ts, row.open, row.high, row.low, row.close, row.volume)
 
 
+async def store_bars(
+    conn: asyncpg.Connection, bars: list[MinuteBar], mode: DbMode, *, refresh: bool = True
+) -> int:
+    """Upsert chart bars (the PostgreSQL-mode aggregates follow in the same transaction); with
+    `refresh`, TimescaleDB's continuous aggregates are refreshed over the bars' span, since
+    their policies look back only so far. Returns how many 1-minute rows were new or changed."""
+    if not bars:
+        return 0
+    changed = await upsert_minute_bars(conn, bars, mode=mode)
+    if refresh and mode == "timescaledb":
+        first, last = min(b.ts for b in bars), max(b.ts for b in bars)
+        await refresh_aggregates(conn, first, last + timedelta(minutes=1), mode=mode)
+    return changed
+
+
 class Backfill:
-    """Pages the minute charts of one symbol into the database."""
+    """Pages the minute charts of one symbol into the database (`conn` may be None for
+    `minute_rows`, which only fetches)."""
 
     def __init__(
         self,
         kis: KisRestClient,
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | None,
         *,
         today: date | None = None,
         progress: Progress | None = None,
@@ -93,6 +113,8 @@ class Backfill:
             raise InvalidRangeError(f"backfill range ends before it starts: {first} > {last}")
         if (last - first).days > MAX_RANGE_DAYS:
             raise InvalidRangeError(f"backfill range longer than {MAX_RANGE_DAYS} days")
+        if self._conn is None:
+            raise RuntimeError("Backfill.run needs a database connection")
         calls_before = self._kis.calls
         mode = await database_mode(self._conn) or "postgres"
         fetched = changed = 0
@@ -104,7 +126,8 @@ class Backfill:
             if not rows:
                 continue
             fetched += len(rows)
-            changed += await upsert_minute_bars(self._conn, [_bar(symbol, r) for r in rows])
+            bars = [_bar(symbol, r) for r in rows]
+            changed += await store_bars(self._conn, bars, mode, refresh=False)
             for r in rows:
                 if r.trade_date not in days:
                     days.add(r.trade_date)
@@ -124,6 +147,34 @@ class Backfill:
             symbol, first, last, fetched, changed, report.calls,
         )  # fmt: skip
         return report
+
+    async def minute_rows(self, symbol: str, minutes: Iterable[datetime]) -> list[ChartRow]:
+        """The chart rows of exactly these completed minutes (UTC starts), newest first.
+
+        Each call's cursor is the last second of the newest minute still wanted, so that minute
+        is whole under either cursor reading, and every minute a page reaches is settled: its
+        row, or no row (no trades). Today's minutes come from FHKST03010200, others from
+        FHKST03010230. A few scattered minutes cost one call each; a run of them one per page.
+        """
+        wanted = sorted(set(minutes), reverse=True)
+        out: list[ChartRow] = []
+        while wanted:
+            cursor = wanted[0].astimezone(KST)
+            hour = cursor.strftime("%H%M") + "59"
+            if cursor.date() >= self._today:
+                page = await self._kis.today_minutes(symbol, hour)
+            else:
+                page = await self._kis.past_minutes(symbol, _fmt(cursor.date()), hour)
+            rows = [r for r in page.rows if r.ts <= wanted[0]]
+            if not rows:
+                break  # nothing at or before the cursor: KIS has no older rows to give
+            want = set(wanted)
+            out.extend(r for r in rows if r.ts in want)
+            oldest = rows[-1].ts
+            if not (page.full or page.more) and cursor.date() >= self._today:
+                oldest = datetime.min.replace(tzinfo=UTC)  # the whole day up to the cursor
+            wanted = [m for m in wanted if m < oldest]
+        return out
 
     async def _pages(self, symbol: str, first: date, last: date):
         """Rows newest first, page by page, from `last` back to `first`."""

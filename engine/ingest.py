@@ -15,28 +15,43 @@ trade is simply written again.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 
 import asyncpg
 
+from engine.backfill import Backfill, store_bars
 from engine.bars import BarBuilder, Checkpoint, TickOutcome
 from engine.db.candles import MinuteBar
 from engine.db.migrate import DbMode, database_mode
 from engine.db.pool import CONNECTION_ERRORS, connect
 from engine.db.recorder_store import load_checkpoints, write_flush
-from engine.errors import DatabaseUnavailableError, InvalidCandlesError
+from engine.errors import (
+    DatabaseUnavailableError,
+    InvalidCandlesError,
+    KisProtocolError,
+    UpstreamUnavailableError,
+)
 from engine.kis.records import Trade
+from engine.kis.rest import KisRestClient
+from engine.repair import DEFAULT_DELAY_S, DEFAULT_STALL_S, SuspectMinutes
 from engine.spool import BarSpool, FlushBatch
 
 logger = logging.getLogger(__name__)
 
 CLOSE_GRACE = timedelta(seconds=5)
 _DB_DOWN = (*CONNECTION_ERRORS, DatabaseUnavailableError)
+REPAIRS_FILE = "repairs.json"
+REPAIR_RETRY_S = 30.0  # after KIS or the database refused a repair
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,9 @@ class RecorderCore:
         window: int | None = None,
         idle_close_s: float = 30.0,
         retry_s: float = 1.0,
+        repair_delay_s: float = DEFAULT_DELAY_S,
+        stall_s: float = DEFAULT_STALL_S,
+        continuous_end: dt_time = dt_time(15, 20),
     ) -> None:
         self._url = database_url
         self.builder = BarBuilder(window) if window else BarBuilder()
@@ -67,6 +85,7 @@ class RecorderCore:
         self._retry_s = retry_s
         self._next_attempt = 0.0
         self._market_ts: datetime | None = None
+        self._market_date: str | None = None
         self._last_trade_wall = time.monotonic()
         self._changed: set[str] = set()  # symbols with trades since the last flush
         self._published: set[str] = set()  # symbols with trades since the last forming_changes
@@ -75,6 +94,14 @@ class RecorderCore:
         self.written_rows = 0
         self.flushes = 0
         self.started = False
+        # One writer on the connection: flushes and repairs take turns.
+        self._write_lock = asyncio.Lock()
+        self.suspects = SuspectMinutes(
+            delay_s=repair_delay_s, stall_s=stall_s, continuous_end=continuous_end
+        )
+        self._repairs_file = spool_dir / REPAIRS_FILE
+        self._repair_after = 0.0  # monotonic; no repair before this after a failure
+        self.repair_stats: Counter[str] = Counter()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -93,8 +120,16 @@ class RecorderCore:
             raise DatabaseUnavailableError(f"loading recorder checkpoints: {exc}") from exc
         for checkpoint in checkpoints:
             self.builder.restore(checkpoint)
+            forming = checkpoint.forming
+            minute = int(forming.ts.timestamp()) // 60 if forming is not None else None
+            self.suspects.restored(checkpoint.symbol, checkpoint.trade_date, minute)
+        self._load_repairs()
         self.started = True
-        logger.info("recorder restored %d symbol checkpoints", len(checkpoints))
+        logger.info(
+            "recorder restored %d symbol checkpoints; %d minutes to repair",
+            len(checkpoints),
+            len(self.suspects),
+        )
         return checkpoints
 
     async def close(self) -> None:
@@ -107,9 +142,14 @@ class RecorderCore:
 
     # -- input ----------------------------------------------------------------------------------
 
-    def add_trades(self, trades: Iterable[Trade]) -> int:
-        """Feed trades (any other record is ignored); returns how many were accepted."""
+    def add_trades(self, trades: Iterable[Trade], statuses: Sequence[str] = ()) -> int:
+        """Feed trades (any other record is ignored) and the upstream status changes that came
+        with them; returns how many trades were accepted."""
+        if "reconnecting" in statuses:
+            # Records may be missing around a reconnect: the batch's trades come after it.
+            self.suspects.upstream_lost("reconnect")
         builder = self.builder
+        suspects = self.suspects
         changed = self._changed
         accepted = 0
         last: Trade | None = None
@@ -119,11 +159,17 @@ class RecorderCore:
             if builder.add(record) is TickOutcome.ACCEPTED:
                 accepted += 1
                 changed.add(record.symbol)
+                suspects.trade(
+                    record.symbol, record.trade_date, record.ts, record.cum_volume, record.volume
+                )
             last = record
+        for jump in builder.take_jumps():
+            suspects.jump(*jump)
         if last is not None:
             self._last_trade_wall = time.monotonic()
             if self._market_ts is None or last.ts > self._market_ts:
                 self._market_ts = last.ts
+                self._market_date = last.trade_date
         return accepted
 
     # -- output ---------------------------------------------------------------------------------
@@ -139,6 +185,12 @@ class RecorderCore:
         """Take the closed bars and the checkpoints of the symbols that traded, queue them as one
         flush, and write everything queued (oldest first) while the database takes it."""
         bars = self.builder.drain(until or self._close_until())
+        if bars:
+            # KIS's bar of a repaired minute is final: the builder's view of it is not written.
+            is_repaired = self.suspects.is_repaired
+            bars = [b for b in bars if not is_repaired(b.symbol, b.ts)]
+        if self.suspects.changed:
+            self._save_repairs()
         checkpoints: list[Checkpoint] = []
         if self._changed:
             wanted = self._changed
@@ -193,6 +245,10 @@ class RecorderCore:
             self._conn = None
 
     async def _write_pending(self, *, force: bool = False) -> tuple[int, int]:
+        async with self._write_lock:
+            return await self._write_queue(force)
+
+    async def _write_queue(self, force: bool) -> tuple[int, int]:
         written = changed = 0
         while (batch := self.spool.peek()) is not None:
             try:
@@ -215,6 +271,105 @@ class RecorderCore:
             self.written_rows += len(batch.bars)
         return written, changed
 
+    # -- repairs ----------------------------------------------------------------------------------
+
+    def market_now(self) -> datetime | None:
+        """The market clock: the newest trade's time, run on by the wall time since it arrived
+        (never ahead of the exchange, whatever speed a simulator runs at)."""
+        if self._market_ts is None:
+            return None
+        return self._market_ts + timedelta(seconds=time.monotonic() - self._last_trade_wall)
+
+    async def repair(self, kis: KisRestClient, *, now: datetime | None = None) -> int:
+        """Fetch the due suspect minutes from KIS's minute chart and write them; returns how
+        many minutes were settled (0 when nothing was due or it has to wait)."""
+        clock = now or self.market_now()
+        if not self.started or clock is None or time.monotonic() < self._repair_after:
+            return 0
+        due = self.suspects.due(clock)
+        if not due or len(self.spool):
+            return 0
+        today = (
+            datetime.strptime(self._market_date, "%Y%m%d").date()
+            if self._market_date
+            else clock.date()
+        )
+        job = Backfill(kis, None, today=today)
+        calls = kis.calls
+        bars: list[MinuteBar] = []
+        try:
+            for symbol, suspects in due.items():
+                rows = await job.minute_rows(symbol, [s.ts for s in suspects])
+                bars.extend(MinuteBar(symbol, r.ts, r.open, r.high, r.low, r.close, r.volume)
+                            for r in rows)  # fmt: skip
+        except (UpstreamUnavailableError, KisProtocolError) as exc:
+            self.repair_stats["errors"] += 1
+            self._repair_after = time.monotonic() + REPAIR_RETRY_S
+            logger.warning("recorder: minute repair postponed, KIS chart failed: %s", exc)
+            return 0
+        settled = [s for suspects in due.values() for s in suspects]
+        async with self._write_lock:
+            if len(self.spool):
+                return 0  # the builder's own bars of these minutes must land first
+            # Sealed before the write: a bar drained meanwhile is not written over this one.
+            self.suspects.repaired(settled)
+            try:
+                conn = await self._connection()
+                changed = await store_bars(conn, bars, self._mode or "postgres")
+            except (*_DB_DOWN, asyncpg.PostgresError, InvalidCandlesError) as exc:
+                self.suspects.retry(settled)
+                self.repair_stats["errors"] += 1
+                if isinstance(exc, _DB_DOWN):
+                    await self._lost(exc)
+                else:
+                    self._repair_after = time.monotonic() + REPAIR_RETRY_S
+                    logger.error("recorder: minute repair refused by the database: %s", exc)
+                return 0
+        self._save_repairs()
+        reasons = Counter(s.reason for s in settled)
+        self.repair_stats["batches"] += 1
+        self.repair_stats["minutes"] += len(settled)
+        self.repair_stats["changed"] += changed
+        self.repair_stats["calls"] += kis.calls - calls
+        logger.info(
+            "recorder repaired %d minutes of %d symbols from the KIS minute chart "
+            "(%d rows changed, %d calls; %s)",
+            len(settled), len(due), changed, kis.calls - calls,
+            ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())),
+        )  # fmt: skip
+        return len(settled)
+
+    def _save_repairs(self) -> None:
+        path = self._repairs_file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.suspects.dump()))
+            os.replace(tmp, path)  # a crash leaves the old file or the new one, never half
+        except OSError as exc:
+            logger.warning("recorder: could not save the minutes to repair: %s", exc)
+
+    def _load_repairs(self) -> int:
+        try:
+            rows = json.loads(self._repairs_file.read_text())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            logger.warning("recorder: ignoring unreadable %s: %s", self._repairs_file, exc)
+            return 0
+        return self.suspects.load(rows)
+
+    def repair_health(self) -> dict:
+        return {
+            "pending": len(self.suspects),
+            "batches": self.repair_stats["batches"],
+            "minutes": self.repair_stats["minutes"],
+            "rows_changed": self.repair_stats["changed"],
+            "calls": self.repair_stats["calls"],
+            "errors": self.repair_stats["errors"],
+            "marked": dict(self.suspects.marked),
+        }
+
     def health(self) -> dict:
         backlog = self.spool.backlog()
         return {
@@ -225,4 +380,5 @@ class RecorderCore:
             "written_rows": self.written_rows,
             "symbols": len(self.builder.symbols()),
             "ticks": self.builder.stats(),
+            "repairs": self.repair_health(),
         }
