@@ -10,6 +10,10 @@ and to anyone polling `forming_updates(after, wait_s)` — the fan-out's `candle
 
 Restarts (`max_restarts=-1`): `__init__` runs again, writes what the previous process spooled,
 restores the checkpoints and re-subscribes, so no volume is counted twice.
+
+Repairs: a third task asks the core every second to repair the minutes it did not see whole
+from the KIS minute chart (engine/repair.py), with its own REST client at the recorder's share
+of the rate limit.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import ray
@@ -27,9 +32,10 @@ import ray
 from engine.chart import parse_symbol
 from engine.config import get_settings
 from engine.db.candles import MinuteBar
-from engine.errors import DatabaseUnavailableError, UnknownConsumerError
+from engine.errors import DatabaseUnavailableError, UnknownConsumerError, UpstreamUnavailableError
 from engine.ingest import RecorderCore
 from engine.kis.registry import Registration
+from engine.kis.rest import KisRestClient, credentials, repair_rate
 from engine.kis.tr import TRADE
 from engine.logs import configure_from_settings
 
@@ -40,6 +46,7 @@ NAMESPACE = "kisray"
 KIS_SOCKET_NAME = "kis-socket"
 CANDLE_ACTOR_NAME = "candles"
 RETRY_S = 1.0
+REPAIR_POLL_S = 1.0
 
 
 def bar_dict(bar: MinuteBar) -> dict:
@@ -65,8 +72,11 @@ class Recorder:
         consumer_id: str = RECORDER_NAME,
         candle_actor_name: str | None = CANDLE_ACTOR_NAME,
         state_dir: str | None = None,
+        rest_url: str | None = None,
     ) -> None:
         settings = get_settings()
+        self._settings = settings
+        self._rest_url = rest_url or settings.rest_url
         configure_from_settings(settings, console=False)
         database_url = database_url or settings.database_dsn
         if database_url is None:
@@ -83,6 +93,12 @@ class Recorder:
             database_url,
             self._state_dir / f"{consumer_id}.spool",
             max_spool_rows=settings.recorder_spool_rows,
+            repair_delay_s=settings.recorder_repair_delay_s,
+            stall_s=settings.recorder_stall_s,
+            continuous_end=(
+                datetime.combine(date.min, settings.session_close)
+                - timedelta(minutes=settings.closing_call_minutes)
+            ).time(),
         )
         self._socket = None
         self._subscribed: set[str] = set()
@@ -98,6 +114,7 @@ class Recorder:
         self._tasks = [
             asyncio.create_task(self._consume(), name="recorder-consume"),
             asyncio.create_task(self._flush_forever(), name="recorder-flush"),
+            asyncio.create_task(self._repair_forever(), name="recorder-repair"),
         ]
 
     # -- symbols --------------------------------------------------------------------------------
@@ -133,6 +150,7 @@ class Recorder:
                 self._consumer_id, [Registration(TRADE, s) for s in gone]
             )
             self._subscribed.difference_update(gone)
+        self.core.suspects.forget(gone)
         return list(self._symbols)
 
     def symbols(self) -> list[str]:
@@ -192,7 +210,7 @@ class Recorder:
             self._dropped += batch.dropped
             if batch.statuses:
                 self._upstream = batch.statuses[-1]
-            self.core.add_trades(batch.records)
+            self.core.add_trades(batch.records, batch.statuses)
 
     async def _flush_forever(self) -> None:
         await self._start_core()
@@ -202,6 +220,28 @@ class Recorder:
                 await self.flush()
             except Exception:
                 logger.exception("recorder flush failed")
+
+    async def _repair_forever(self) -> None:
+        await self._start_core()
+        settings = self._settings
+        try:
+            key, secret = credentials(settings)
+        except UpstreamUnavailableError as exc:
+            logger.warning("recorder: minute repairs are off: %s", exc)
+            return
+        async with KisRestClient(
+            self._rest_url,
+            key,
+            secret,
+            rate_per_s=repair_rate(settings),
+            token_cache=settings.data_dir / "kis-token.json",
+        ) as kis:
+            while True:
+                await asyncio.sleep(REPAIR_POLL_S)
+                try:
+                    await self.core.repair(kis)
+                except Exception:
+                    logger.exception("recorder minute repair failed")
 
     async def flush(self) -> dict:
         """Write closed bars now and publish the forming ones; returns what happened."""

@@ -129,6 +129,24 @@ class Settings(BaseSettings):
     recorder_flush_s: float = Field(
         default=1.0, gt=0, le=60, description="how often the recorder writes closed bars"
     )
+    recorder_repair_delay_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="repair a suspect minute from the KIS minute chart this long after it ends",
+    )
+    recorder_stall_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="no trade of any symbol for this long in continuous trading is a stall",
+    )
+    recorder_repair_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="KIS REST calls per second for repairs (unset: a quarter of the REST rate)",
+    )
     seed_history_days: int = Field(
         default=3, ge=0, le=30, description="demo history kisray up backfills from the simulator"
     )

@@ -91,6 +91,14 @@ def default_rate(settings: Settings) -> float:
     return 2.0 if settings.kis_env == "paper" else 20.0
 
 
+def repair_rate(settings: Settings) -> float:
+    """The recorder's share of the REST rate for minute repairs: a quarter (at least one call a
+    second), so a `kisray backfill` on the same app key keeps the rest of the budget."""
+    if settings.recorder_repair_rate is not None:
+        return settings.recorder_repair_rate
+    return max(1.0, default_rate(settings) / 4)
+
+
 def credentials(settings: Settings) -> tuple[str, str]:
     key, secret = settings.kis_app_key, settings.kis_app_secret
     if key is not None and secret is not None:
