@@ -10,8 +10,11 @@ WebSocket code may count client messages with `WS_CLIENT_MESSAGES.labels(op).inc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -66,6 +69,32 @@ RECORDER_BACKLOG = Gauge(
     "closed 1-minute bars waiting to be written (memory and spill files)",
     registry=REGISTRY,
 )
+
+
+class _RecorderRepairs:
+    """The recorder counts its minute repairs itself; exposed as a counter with the recorder's
+    own value (it starts again at 0 when the recorder restarts: a counter reset to Prometheus),
+    so every replica reports the same number instead of adding its own deltas."""
+
+    def __init__(self) -> None:
+        self.minutes = 0.0
+        self.pending = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "kisray_recorder_minute_repairs",
+            "1-minute bars the recorder repaired from the KIS minute chart",
+            value=self.minutes,
+        )
+        yield GaugeMetricFamily(
+            "kisray_recorder_minute_repairs_pending",
+            "1-minute bars the recorder still has to repair",
+            value=self.pending,
+        )
+
+
+RECORDER_REPAIRS = _RecorderRepairs()
+REGISTRY.register(RECORDER_REPAIRS)
 AGGREGATE_LAG = Gauge(
     "kisray_aggregate_lag_seconds",
     "how far each aggregate's newest bucket is behind the newest 1-minute candle",
@@ -91,8 +120,11 @@ def sample(snapshot: dict) -> None:
     age = kis.get("last_message_age_s")
     KIS_LAST_MESSAGE_AGE.set(age if isinstance(age, int | float) else float("nan"))
 
-    backlog = ((snapshot.get("recorder") or {}).get("backlog")) or {}
-    RECORDER_BACKLOG.set(backlog.get("rows") or 0)
+    recorder = snapshot.get("recorder") or {}
+    RECORDER_BACKLOG.set((recorder.get("backlog") or {}).get("rows") or 0)
+    repairs = recorder.get("repairs") or {}
+    RECORDER_REPAIRS.minutes = float(repairs.get("minutes") or 0)
+    RECORDER_REPAIRS.pending = float(repairs.get("pending") or 0)
 
     DATABASE_UP.set(1 if (snapshot.get("database") or {}).get("reachable") else 0)
     for interval, lag in (snapshot.get("aggregate_lag_s") or {}).items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from api import metrics
+
 
 def _samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     reply = httpx.get(f"{base}/metrics", timeout=30)
@@ -52,7 +54,27 @@ def test_sampled_state_of_the_stack(serve_url: str) -> None:
         "kisray_kis_connected",
         "kisray_kis_reconnects",
         "kisray_recorder_backlog_rows",
+        "kisray_recorder_minute_repairs_total",
         "kisray_ws_clients",
         "kisray_ws_deliveries",
     } <= names
     assert samples[("kisray_recorder_backlog_rows", ())] >= 0
+
+
+def test_recorder_minute_repairs_are_the_recorders_own_count() -> None:
+    def exposed() -> dict[str, float]:
+        text = metrics.exposition()[0].decode()
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("kisray_recorder_minute_repairs")
+        }
+
+    metrics.sample({"recorder": {"repairs": {"minutes": 7, "pending": 2}}})
+    assert exposed() == {
+        "kisray_recorder_minute_repairs_total": 7,
+        "kisray_recorder_minute_repairs_pending": 2,
+    }
+    metrics.sample({"recorder": {"state": "not_started"}})
+    assert exposed()["kisray_recorder_minute_repairs_total"] == 0
