@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from engine.db.embedded import EmbeddedPostgres
+from tests.conftest import free_port
 
 APP_NAME = "kisray-iso"
 PREFIX = "/iso"
@@ -28,6 +29,9 @@ CANDLE_ACTOR = "candles-iso"
 SYMBOL = "900900"
 TOKEN = "iso-token-9f8e7d6c5b4a"
 CORS_ORIGIN = "https://charts.example.test"
+# A browser page served (by interception) from a loopback origin that is listed, for the
+# cross-origin browser test; a fixed port chosen when the module loads.
+PAGE_ORIGIN = f"http://127.0.0.1:{free_port()}"
 FAKE_APP_KEY = "PSisoFakeAppKey0123456789abcdef"
 FAKE_APP_SECRET = "isoFakeAppSecret+/=zyxwvutsrqponmlkjihgfedcba9876543210"
 
@@ -97,7 +101,7 @@ def isolated_stack(
         "KISRAY_DATA_DIR": str(root / "data"),
         "KISRAY_LOG_DIR": str(log_dir),
         "KISRAY_API_TOKEN": TOKEN,
-        "KISRAY_CORS_ORIGINS": CORS_ORIGIN,
+        "KISRAY_CORS_ORIGINS": f"{CORS_ORIGIN},{PAGE_ORIGIN}",
         "KISRAY_KIS_APP_KEY": FAKE_APP_KEY,
         "KISRAY_KIS_APP_SECRET": FAKE_APP_SECRET,
         "KISRAY_MAX_REQUEST_BYTES": "4096",
