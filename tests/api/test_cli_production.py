@@ -126,7 +126,7 @@ def test_up_production_serves_the_api_without_the_simulator(
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline, health = time.monotonic() + 120, None
+        deadline, health = time.monotonic() + 180, None
         while time.monotonic() < deadline:
             assert proc.poll() is None, out.read_text()
             try:
