@@ -256,7 +256,8 @@ async def test_a_silent_consumer_is_released_after_its_lease(sim_factory) -> Non
         while feed.is_registered("gone"):
             feed.touch("stays")
             await asyncio.sleep(0.05)
-            assert loop.time() - started < 0.5 + feed.sweep_interval_s + 0.3
+            # Generous slack: the release is what matters; a busy 2-core machine delays it.
+            assert loop.time() - started < 0.5 + feed.sweep_interval_s + 2.0
         await until(lambda: feed.connection.stats().live_registrations == 1)
         assert upstream_keys(await sim_stats(sim)) == {(BOOK, "000660")}
         with pytest.raises(UnknownConsumerError):
