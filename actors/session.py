@@ -8,6 +8,11 @@ SessionPool (named `session-pool`, namespace `kisray`) keeps actors pre-warmed s
 not pay an actor start-up, leases them to replicas, takes back the sessions of a replica that
 stopped renewing (it died), and parks a closed session for a grace period so a reconnecting tab
 can resume its subscriptions with the session id it was given.
+
+Healing: the pool restarts when its process dies (its session actors die with it: they are
+owned by its process), never hands out an idle actor that does not answer, and `adopt` gives a
+live session whose actor died a new one under the same id with the channels the replica still
+delivers, so the tab never notices (docs/operations.md, "Faults").
 """
 
 from __future__ import annotations
@@ -20,21 +25,19 @@ import uuid
 from dataclasses import dataclass
 
 import ray
+from ray.exceptions import RayActorError
 
-from engine.channels import Channel, parse_channels
-from engine.errors import SubscriptionLimitError
+from engine.session_state import SessionLimits, SessionState
+
+DEFAULT_LIMITS = SessionLimits()
 
 log = logging.getLogger(__name__)
 
 POOL_NAME = "session-pool"
 NAMESPACE = "kisray"
 RESUME_WAIT_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    max_channels: int = 60
-    max_symbols: int = 20
+PING_TIMEOUT_S = 1.0  # an idle actor that does not answer within this is taken for dead
+CHECK_IDLE_EVERY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +47,18 @@ class Lease:
     session_id: str
     session: object  # ray.actor.ActorHandle of a SessionActor
     channels: tuple[str, ...]  # non-empty only when resuming
+    limits: SessionLimits = DEFAULT_LIMITS
 
 
 # Non-async with max_concurrency=1: calls run one at a time in arrival order, so a subscribe
 # followed by an unsubscribe from the same socket can never be applied the other way round.
 @ray.remote(num_cpus=0, max_concurrency=1)
 class SessionActor:
+    """The durable copy of one client's session; the replica applies ops first, with the same
+    rules (engine.session_state), and sends them here in order."""
+
     def __init__(self, limits: SessionLimits | None = None) -> None:
-        self.limits = limits or SessionLimits()
-        self._channels: dict[Channel, None] = {}
+        self.state = SessionState(limits)
         self.client_id: str | None = None
 
     def ready(self) -> bool:
@@ -62,37 +68,24 @@ class SessionActor:
         self.client_id = client_id
 
     def subscribe(self, names: object) -> tuple[list[str], list[str]]:
-        """Add channels; returns (added, all held). All or nothing; typed errors for bad input."""
-        wanted = parse_channels(names)
-        added = [c for c in wanted if c not in self._channels]
-        total = len(self._channels) + len(added)
-        if total > self.limits.max_channels:
-            raise SubscriptionLimitError(
-                f"at most {self.limits.max_channels} channels per connection ({total} asked)"
-            )
-        symbols = {c.symbol for c in self._channels} | {c.symbol for c in added}
-        if len(symbols) > self.limits.max_symbols:
-            raise SubscriptionLimitError(
-                f"at most {self.limits.max_symbols} symbols per connection ({len(symbols)} asked)"
-            )
-        self._channels.update(dict.fromkeys(added))
-        return [str(c) for c in added], self.channels()
+        return self.state.subscribe(names)
 
     def unsubscribe(self, names: object) -> tuple[list[str], list[str]]:
-        gone = [c for c in parse_channels(names) if c in self._channels]
-        for channel in gone:
-            del self._channels[channel]
-        return [str(c) for c in gone], self.channels()
+        return self.state.unsubscribe(names)
+
+    def replace(self, names: list[str]) -> None:
+        self.state.replace(names)
 
     def channels(self) -> list[str]:
-        return [str(c) for c in self._channels]
+        return self.state.channels()
 
     def reset(self) -> None:
-        self._channels.clear()
+        self.state = SessionState(self.state.limits)
         self.client_id = None
 
 
-@ray.remote(num_cpus=0)
+# Restarts (empty) when its process dies; replicas find it again by name (docs/operations.md).
+@ray.remote(num_cpus=0, max_restarts=-1)
 class SessionPool:
     """Pre-warmed SessionActors, leased to replicas; see the module doc."""
 
@@ -109,22 +102,28 @@ class SessionPool:
         self.limits = limits or SessionLimits()
         self._idle: list[object] = []
         self._leased: dict[str, tuple[object, str, float]] = {}  # id → (actor, replica, expiry)
-        self._parked: dict[str, tuple[object, float]] = {}  # id → (actor, expiry)
+        # id → (actor, expiry, channels the replica delivered when the socket closed, if told)
+        self._parked: dict[str, tuple[object, float, tuple[str, ...] | None]] = {}
         self._released = asyncio.Condition()  # a lease ended: a waiting resume may take it
         self._starting = 0
         self._hold_until = 0.0
         self.started = 0
         self.reclaimed = 0
+        self.replaced = 0  # dead session actors found and replaced
+        self._idle_checked = 0.0
         self._refill: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def _start_one(self) -> None:
+    async def _start_one(self, keep: bool = True) -> object:
+        """Start an actor; `keep` puts it in the idle list, else the caller takes it."""
         self._starting += 1
         try:
             actor = SessionActor.remote(self.limits)
             await actor.ready.remote()
-            self._idle.append(actor)
+            if keep:
+                self._idle.append(actor)
             self.started += 1
+            return actor
         finally:
             self._starting -= 1
 
@@ -151,25 +150,82 @@ class SessionPool:
         self._ensure_tasks()  # after: the refill must not race the burst it would duplicate
         return len(self._idle)
 
-    async def acquire(self, client_id: str, replica_id: str, resume: str | None = None) -> Lease:
+    async def acquire(
+        self,
+        client_id: str,
+        replica_id: str,
+        resume: str | None = None,
+        session_id: str | None = None,
+    ) -> Lease:
+        """A session for a socket: the parked one it resumes, or a fresh one (under
+        `session_id` when the replica already told the tab its id)."""
         self._ensure_tasks()
         if resume:
             await self._wait_for_release(resume)
         parked = self._parked.pop(resume, None) if resume else None
         if parked is not None and resume is not None:
-            actor = parked[0]
+            actor, _, kept = parked
             session_id = resume
-            channels = tuple(await actor.channels.remote())
+            if kept is None:  # released without its channels: the actor's copy is all we have
+                with contextlib.suppress(RayActorError):
+                    kept = tuple(await actor.channels.remote())
+            channels = kept or ()
+            if not await self._answers(actor):  # it died while parked
+                self.replaced += 1
+                actor = await self._fresh_session(channels)
         else:
-            if not self._idle:
-                await self._start_one()  # the pool ran dry: pay one start-up
-            actor = self._idle.pop()
-            session_id = uuid.uuid4().hex
+            actor = await self._take_idle()
+            session_id = session_id or uuid.uuid4().hex
             channels = ()
         self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
         actor.open.remote(client_id)  # bookkeeping only: the new tab does not wait for it
         self._ensure_tasks()  # refill behind the lease, not in front of it
-        return Lease(session_id, actor, channels)
+        return Lease(session_id, actor, channels, self.limits)
+
+    async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> Lease:
+        """A live socket's session actor died (killed, its node lost, or this pool restarted):
+        a new actor under the same id, holding the channels the replica still delivers."""
+        held = self._leased.pop(session_id, None)
+        if held is not None:
+            with contextlib.suppress(RayActorError):
+                ray.kill(held[0])  # dead or not, it is no longer this session's
+        self.replaced += 1
+        actor = await self._fresh_session(tuple(channels))
+        self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
+        self._ensure_tasks()
+        log.info("session %s: its actor was lost; replaced", session_id)
+        return Lease(session_id, actor, (), self.limits)
+
+    async def _fresh_session(self, channels: tuple[str, ...]) -> object:
+        actor = await self._take_idle()
+        if channels:
+            await actor.replace.remote(list(channels))
+        return actor
+
+    async def _take_idle(self) -> object:
+        """An idle actor that answers: a dead one (killed, or lost with its node) is dropped."""
+        while self._idle:
+            actor = self._idle.pop()
+            if await self._answers(actor):
+                return actor
+            self.replaced += 1
+        return await self._start_one(keep=False)  # the pool ran dry: pay one start-up
+
+    @staticmethod
+    async def _answers(actor: object) -> bool:
+        try:
+            return await asyncio.wait_for(actor.ready.remote(), PING_TIMEOUT_S)
+        except (RayActorError, TimeoutError):
+            return False
+
+    async def _check_idle(self) -> None:
+        """Drop idle actors that died, so the pool refills instead of handing them out."""
+        alive = await asyncio.gather(*(self._answers(a) for a in self._idle))
+        dead = [a for a, ok in zip(list(self._idle), alive, strict=True) if not ok]
+        for actor in dead:
+            with contextlib.suppress(ValueError):
+                self._idle.remove(actor)
+        self.replaced += len(dead)
 
     async def _wait_for_release(self, session_id: str) -> None:
         """A tab that reconnects at once can be faster than its old socket's release (the server
@@ -178,28 +234,38 @@ class SessionPool:
             async with asyncio.timeout(RESUME_WAIT_S), self._released:
                 await self._released.wait_for(lambda: session_id not in self._leased)
 
-    async def renew(self, replica_id: str, session_ids: list[str]) -> None:
-        """One call per replica per period keeps all its sessions alive."""
+    async def renew(self, replica_id: str, session_ids: list[str]) -> list[str]:
+        """One call per replica per period keeps all its sessions alive. Returns the ones this
+        pool does not hold for that replica (it restarted, or reclaimed them): the replica has
+        them adopted again."""
         expiry = time.monotonic() + self.lease_s
+        unknown = []
         for sid in session_ids:
             held = self._leased.get(sid)
             if held is not None and held[1] == replica_id:
                 self._leased[sid] = (held[0], replica_id, expiry)
+            else:
+                unknown.append(sid)
+        return unknown
 
-    async def release(self, session_id: str, park: bool = True) -> None:
-        """The socket closed: park the session for a resume, or reset it back into the pool."""
+    async def release(
+        self, session_id: str, park: bool = True, channels: tuple[str, ...] | None = None
+    ) -> None:
+        """The socket closed: park the session for a resume (with the channels its replica
+        delivered, in case its actor dies meanwhile), or reset it back into the pool."""
         held = self._leased.pop(session_id, None)
         if held is None:
             return
         async with self._released:
             self._released.notify_all()
         if park and self.park_s > 0:
-            self._parked[session_id] = (held[0], time.monotonic() + self.park_s)
+            kept = tuple(channels) if channels is not None else None
+            self._parked[session_id] = (held[0], time.monotonic() + self.park_s, kept)
         else:
             await self._recycle(held[0])
 
     async def _recycle(self, actor: object) -> None:
-        with contextlib.suppress(ray.exceptions.RayActorError):
+        with contextlib.suppress(RayActorError):
             await actor.reset.remote()
             self._idle.append(actor)
 
@@ -209,10 +275,13 @@ class SessionPool:
         for sid in expired:
             log.info("session %s: its replica stopped renewing; reclaimed", sid)
             await self._recycle(self._leased.pop(sid)[0])
-        stale = [sid for sid, (_, exp) in self._parked.items() if exp <= now]
+        stale = [sid for sid, (_, exp, _) in self._parked.items() if exp <= now]
         for sid in stale:
             await self._recycle(self._parked.pop(sid)[0])
         self.reclaimed += len(expired)
+        if now - self._idle_checked >= CHECK_IDLE_EVERY_S:
+            self._idle_checked = now
+            await self._check_idle()
         # Shrink back to the warm size after a burst: extra idle actors only cost memory.
         while len(self._idle) > self.warm and now >= self._hold_until:
             ray.kill(self._idle.pop())
@@ -234,6 +303,7 @@ class SessionPool:
             "starting": self._starting,
             "started": self.started,
             "reclaimed": self.reclaimed,
+            "replaced": self.replaced,
         }
 
 

@@ -90,7 +90,7 @@ class KisrayIngress:
     @staticmethod
     def _prewarm_sessions() -> None:
         # Create the session pool now, not on the first tab: starting its actors takes seconds.
-        from api.ws import replica_session_pool
+        from api.hub import replica_session_pool
 
         try:
             replica_session_pool()

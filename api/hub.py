@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 import ray
 
-from actors.session import Lease
+from actors.session import Lease, session_pool
 from api.ingress import serves_directly
 from engine.channels import (
     CANDLE,
@@ -70,6 +70,8 @@ FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only boun
 RECORDER_RECHECK_S = 5.0
 RECORDER_CALL_TIMEOUT_S = 2.0
 CANDLES_ACTOR = "candles"
+POOL_WAIT_S = 10.0  # how long a pool call waits for a lost pool to come back
+POOL_RETRY_S = 0.05
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -88,10 +90,12 @@ class Hub:
         resolve: Callable[[], object] | None = None,
         resolve_recorder: Callable[[], object] | None = None,
         resolve_candles: Callable[[], object] | None = None,
+        resolve_pool: Callable[[], object] | None = None,
     ) -> None:
         self.source = source  # actor handle with the KisFeed consumer methods
         self.resolve = resolve
         self.pool = pool  # SessionPool handle, renewed for all sockets at once
+        self.resolve_pool = resolve_pool  # finds (or recreates) the pool after it was lost
         # Sessions leased before any socket asks, so a new tab skips the pool's round trip.
         self.spare_target = SPARE_LEASES if pool is not None else 0
         self.spare_leases: list[Lease] = []
@@ -105,6 +109,8 @@ class Hub:
         self.index = FanoutIndex()
         self.window = WindowCoalescer()
         self.sessions: dict[Outbox, str] = {}
+        # Leased sessions of open sockets → what to call if the pool no longer holds one.
+        self._watched: dict[str, Callable[[], None]] = {}
         self._regs: Counter[Registration] = Counter()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,7 +153,7 @@ class Hub:
                 task.cancel()
         for lease in self.spare_leases:
             with contextlib.suppress(Exception):
-                await self.pool.release.remote(lease.session_id, park=False)
+                await self.pool.release.remote(lease.session_id, False)
         self.spare_leases.clear()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -460,14 +466,56 @@ class Hub:
 
     # -- sessions: a few leased ahead -------------------------------------------------------
 
-    async def take_lease(self, client_id: str) -> Lease:
-        """A session for a new socket: a spare one at once, else a round trip to the pool."""
-        if self.spare_leases:
-            lease = self.spare_leases.pop()
-        else:
-            lease = await self.pool.acquire.remote(client_id, self.replica_id, None)
+    async def call_pool(self, method: str, *args: object) -> object:
+        """A call to the session pool that rides out its loss: while it restarts, try again
+        until POOL_WAIT_S; if it is gone for good (killed without restart), find or recreate it
+        by name. Spare leases die with a pool's process, so they are dropped."""
+        deadline = time.monotonic() + POOL_WAIT_S
+        while True:
+            try:
+                return await getattr(self.pool, method).remote(*args)
+            except ray.exceptions.RayActorError as exc:
+                if self.resolve_pool is None or time.monotonic() > deadline:
+                    raise
+                if self.spare_leases:
+                    log.warning("hub %s: the session pool was lost: %s", self.replica_id, exc)
+                    self.spare_leases.clear()
+                if isinstance(exc, ray.exceptions.ActorUnavailableError):
+                    await asyncio.sleep(POOL_RETRY_S)  # restarting: the same handle will do
+                else:
+                    self.pool = await asyncio.to_thread(self.resolve_pool)
+
+    def spare_lease(self) -> Lease | None:
+        """A session leased ahead for a new socket, if one is at hand (no round trip)."""
+        lease = self.spare_leases.pop() if self.spare_leases else None
         self._refill_spares()
         return lease
+
+    async def take_lease(self, client_id: str, session_id: str | None = None) -> Lease:
+        """A session for a new socket: a spare one at once, else a round trip to the pool
+        (under `session_id` when the tab already has its id)."""
+        lease = None if session_id else self.spare_lease()
+        if lease is None:
+            lease = await self.call_pool("acquire", client_id, self.replica_id, None, session_id)
+        return lease
+
+    async def resume_lease(self, client_id: str, session_id: str) -> Lease:
+        return await self.call_pool("acquire", client_id, self.replica_id, session_id)
+
+    async def replace_session(self, session_id: str, channels: list[str]) -> Lease:
+        """A socket's session actor died: a new one under the same id, holding `channels`."""
+        return await self.call_pool("adopt", session_id, self.replica_id, channels)
+
+    def watch(self, session_id: str, on_lost: Callable[[], None]) -> None:
+        """Renew this socket's lease; call `on_lost` if the pool no longer holds it."""
+        self._watched[session_id] = on_lost
+
+    def unwatch(self, session_id: str) -> None:
+        self._watched.pop(session_id, None)
+
+    async def release_lease(self, session_id: str, park: bool, channels: list[str]) -> None:
+        self.unwatch(session_id)
+        await self.call_pool("release", session_id, park, tuple(channels))
 
     def _refill_spares(self) -> None:
         if self.spare_target and (self._spares_task is None or self._spares_task.done()):
@@ -476,7 +524,7 @@ class Hub:
     async def _fill_spares(self) -> None:
         while len(self.spare_leases) < self.spare_target:
             try:
-                lease = await self.pool.acquire.remote(uuid.uuid4().hex, self.replica_id, None)
+                lease = await self.call_pool("acquire", uuid.uuid4().hex, self.replica_id, None)
             except Exception as exc:  # the next socket pays the round trip and tries again
                 log.warning("hub %s: could not lease a spare session: %s", self.replica_id, exc)
                 return
@@ -486,12 +534,18 @@ class Hub:
         """Keep the socket actor's lease and the session pool's leases: one call each."""
         while True:
             await asyncio.sleep(RENEW_EVERY_S)
-            held = [*self.sessions.values(), *(lease.session_id for lease in self.spare_leases)]
+            held = [*self._watched, *(lease.session_id for lease in self.spare_leases)]
+            lost: set[str] = set()
             try:
                 if self.pool is not None and held:
-                    await self.pool.renew.remote(self.replica_id, held)
+                    lost = set(await self.call_pool("renew", self.replica_id, held))
             except Exception as exc:
                 log.warning("session lease renewal failed: %s", exc)
+                continue
+            if lost:  # the pool restarted or reclaimed them: spares go, sockets re-adopt
+                self.spare_leases = [s for s in self.spare_leases if s.session_id not in lost]
+                for sid in lost & set(self._watched):
+                    self._watched[sid]()
 
     def stats(self) -> dict[str, object]:
         return {
@@ -530,11 +584,21 @@ _hub: Hub | None = None
 _hub_lock = asyncio.Lock()
 
 
+def replica_session_pool() -> object:
+    """The cluster's session pool, created on first use (or again, after it was killed)."""
+    return session_pool(get_settings().ws_session_pool)
+
+
 async def replica_hub(source: object | None = None, pool: object | None = None) -> Hub:
-    """This process's hub, started on first use."""
+    """This process's hub, started on first use. Raises (ValueError) while the cluster has no
+    socket actor yet; the caller decides how long to wait for one."""
     global _hub
     async with _hub_lock:
         if _hub is None:
+            resolve_pool = None
+            if pool is None:
+                pool = await asyncio.to_thread(replica_session_pool)
+                resolve_pool = replica_session_pool
             resolve = None
             if source is None:
 
@@ -554,6 +618,7 @@ async def replica_hub(source: object | None = None, pool: object | None = None) 
                 window_s=settings.ws_window_ms / 1000,
                 frame_budget=budget,
                 resolve=resolve,
+                resolve_pool=resolve_pool,
             )
             await hub.start()
             _hub = hub

@@ -15,11 +15,12 @@ import logging
 import uuid
 from importlib import resources
 
+import ray
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.websockets import WebSocketDisconnect
 
-from actors.session import Lease, session_pool
+from actors.session import Lease
 from api import chart_library
 from api.hub import Hub, replica_hub
 from api.security import bearer_token, token_matches
@@ -27,12 +28,20 @@ from engine.channels import encode, parse_channels
 from engine.config import get_settings
 from engine.errors import BadRequestError, KisrayError, NoDataFoundError, UnauthorizedError
 from engine.fanout import Outbox
+from engine.session_state import SessionLimits, SessionState
 
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_MESSAGE = 16 * 1024
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
+# A tab that arrives while the stack starts (no socket actor yet) waits this long, retrying
+# every START_RETRY_S, before it is told UPSTREAM_UNAVAILABLE (docs/websocket.md).
+START_WAIT_S = 30.0
+START_RETRY_S = 0.25
+SESSION_RETRY_S = 0.5  # a lease or replacement the pool could not give is asked again
+SESSION_RETRY_MAX_S = 5.0
+CLOSE_SYNC_WAIT_S = 10.0
 
 
 def error_message(code: str, message: str) -> str:
@@ -55,35 +64,108 @@ def check_access(websocket: WebSocket) -> None:
 
 
 class ClientSocket:
-    """One connected client: its reader, its writer and its lease."""
+    """One connected client: its reader, its writer, its session state and its lease.
 
-    def __init__(self, websocket: WebSocket, hub: Hub, lease: Lease, batch: bool = False) -> None:
+    The socket applies a client's ops itself, with the session's rules (engine.session_state),
+    so a tab never waits on an actor; `_keep_session` sends them in order to the session actor,
+    which holds the copy a resume (or another replica) reads. A lost actor or pool is replaced
+    behind the tab's back."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        hub: Hub,
+        session_id: str,
+        lease: Lease | None,
+        batch: bool = False,
+    ) -> None:
         self.ws = websocket
         self.batch = batch  # one JSON array per window instead of one frame per message
         self.hub = hub
-        self.lease = lease
-        self.session = lease.session
-        self.outbox = Outbox(lease.session_id)
+        self.session_id = session_id
+        self.lease = lease  # None until the pool answers: leased in the background
+        self.state = SessionState(lease.limits if lease is not None else SessionLimits())
+        self.outbox = Outbox(session_id)
+        self._to_actor: asyncio.Queue[tuple[str, list[str]]] = asyncio.Queue()
 
     async def run(self) -> None:
-        self.hub.attach(self.outbox, self.lease.session_id)
-        self.outbox.offer(None, encode({"type": "session", "id": self.lease.session_id}))
-        if self.lease.channels:
+        self.hub.attach(self.outbox, self.session_id)
+        self.outbox.offer(None, encode({"type": "session", "id": self.session_id}))
+        if self.lease is not None and self.lease.channels:
             await self._subscribe(list(self.lease.channels), resumed=True)
         reader = asyncio.create_task(self._read())
         writer = asyncio.create_task(self._write())
         overflow = asyncio.create_task(self.outbox.overflow.wait())
+        keeper = asyncio.create_task(self._keep_session())
         try:
             await asyncio.wait({reader, writer, overflow}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (reader, writer, overflow):
                 task.cancel()
-            await self.hub.detach(self.outbox)
+            try:
+                await self.hub.detach(self.outbox)
+            finally:
+                await self._stop_keeper(keeper)
         if self.outbox.overflowed:
             await self._close_slow()
 
+    async def _stop_keeper(self, keeper: asyncio.Task[None]) -> None:
+        """Let the actor catch up first (a lease that had not come yet, a replacement under
+        way), so the session the pool parks for a resume is this socket's; then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._to_actor.join(), CLOSE_SYNC_WAIT_S)
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await keeper
+
+    async def _keep_session(self) -> None:
+        """Lease a session actor if the tab has none yet, then keep its copy in step."""
+        if self.lease is None:
+            self.lease = await self._until_done(
+                "lease", lambda: self.hub.take_lease(uuid.uuid4().hex, self.session_id)
+            )
+            self._to_actor.put_nowait(("replace", self.state.channels()))
+        self.hub.watch(self.session_id, lambda: self._to_actor.put_nowait(("adopt", [])))
+        while True:
+            op, names = await self._to_actor.get()
+            try:
+                await self._apply(op, names)
+            finally:
+                self._to_actor.task_done()
+
+    async def _apply(self, op: str, names: list[str]) -> None:
+        if op == "adopt":
+            await self._adopt()
+            return
+        try:
+            await getattr(self.lease.session, op).remote(names)
+        except ray.exceptions.RayActorError as exc:
+            gone = type(exc).__name__
+            log.warning("session %s: its actor is gone (%s)", self.session_id, gone)
+            await self._adopt()
+        except Exception:
+            log.exception("session %s: %s on its actor failed", self.session_id, op)
+
+    async def _adopt(self) -> None:
+        """A new actor under this session's id, holding what this socket holds now (later ops
+        in the queue are then no-ops: subscribe and unsubscribe are idempotent)."""
+        self.lease = await self._until_done(
+            "replacement",
+            lambda: self.hub.replace_session(self.session_id, self.state.channels()),
+        )
+
+    async def _until_done(self, what: str, call) -> Lease:
+        delay = SESSION_RETRY_S
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                log.warning("session %s: %s failed (%s); retrying", self.session_id, what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SESSION_RETRY_MAX_S)
+
     async def _close_slow(self) -> None:
-        log.info("client %s could not keep up; disconnecting", self.lease.session_id)
+        log.info("client %s could not keep up; disconnecting", self.session_id)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 text = error_message(
@@ -136,35 +218,43 @@ class ClientSocket:
         elif op == "subscribe":
             await self._subscribe(message.get("channels"))
         elif op == "unsubscribe":
-            gone, _held = await self.session.unsubscribe.remote(message.get("channels"))
-            await self.hub.unsubscribe(self.outbox, list(parse_channels(gone)) if gone else [])
+            gone, _held = self.state.unsubscribe(message.get("channels"))
+            if gone:
+                await self.hub.unsubscribe(self.outbox, list(parse_channels(gone)))
+                self._to_actor.put_nowait(("unsubscribe", gone))
             self.outbox.offer(None, encode({"type": "unsubscribed", "channels": gone}))
         else:
             raise BadRequestError(f"unknown op {op!r}; use subscribe, unsubscribe or ping")
 
     async def _subscribe(self, names: object, resumed: bool = False) -> None:
         if resumed:
-            added, held = list(names), list(names)  # type: ignore[arg-type]
+            self.state.replace(list(names))  # type: ignore[arg-type]
+            added = held = self.state.channels()
         else:
-            added, held = await self.session.subscribe.remote(names)
+            added, held = self.state.subscribe(names)
         if added:
             try:
                 await self.hub.subscribe(self.outbox, list(parse_channels(added)))
             except Exception:
-                await self.session.unsubscribe.remote(added)  # keep the session truthful
+                self.state.unsubscribe(added)  # keep the session truthful
                 raise
+            if not resumed:
+                self._to_actor.put_nowait(("subscribe", added))
         self.outbox.offer(None, encode({"type": "subscribed", "channels": held}))
 
 
-_pool: object | None = None
-
-
-def replica_session_pool() -> object:
-    """The named pool's handle, looked up once per replica process."""
-    global _pool
-    if _pool is None:
-        _pool = session_pool(get_settings().ws_session_pool)
-    return _pool
+async def _hub_when_ready() -> Hub:
+    """The replica's hub; while the stack is still starting (no socket actor or session pool
+    answers yet) wait for it, up to START_WAIT_S, instead of refusing the tab."""
+    deadline = asyncio.get_running_loop().time() + START_WAIT_S
+    while True:
+        try:
+            return await replica_hub()
+        except Exception as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            log.debug("live data not ready yet (%s); the tab waits", exc)
+            await asyncio.sleep(START_RETRY_S)
 
 
 async def serve_socket(websocket: WebSocket) -> None:
@@ -176,14 +266,12 @@ async def serve_socket(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION)
         return
     await websocket.accept()
-    pool = replica_session_pool()
     try:
-        hub = await replica_hub(pool=pool)
+        hub = await _hub_when_ready()
         resume = websocket.query_params.get("resume")
-        if resume:
-            lease = await pool.acquire.remote(uuid.uuid4().hex, hub.replica_id, resume)
-        else:
-            lease = await hub.take_lease(uuid.uuid4().hex)
+        # A resume needs the pool (the channels to restore); a new tab takes a spare lease or
+        # gets its id now and its session actor in the background.
+        lease = await hub.resume_lease(uuid.uuid4().hex, resume) if resume else hub.spare_lease()
     except Exception as exc:
         log.warning("live data unavailable: %s", exc)
         with contextlib.suppress(Exception):
@@ -193,11 +281,15 @@ async def serve_socket(websocket: WebSocket) -> None:
             await websocket.close(code=TRY_AGAIN_LATER)
         return
     batch = websocket.query_params.get("batch", "") in ("1", "true")
-    client = ClientSocket(websocket, hub, lease, batch)
+    session_id = lease.session_id if lease is not None else uuid.uuid4().hex
+    client = ClientSocket(websocket, hub, session_id, lease, batch)
     try:
         await client.run()
     finally:
-        await pool.release.remote(lease.session_id, park=not client.outbox.overflowed)
+        with contextlib.suppress(Exception):  # the pool sweeps a lease nobody renews
+            await hub.release_lease(
+                session_id, not client.outbox.overflowed, client.state.channels()
+            )
         with contextlib.suppress(Exception):
             await websocket.close()
 
@@ -216,7 +308,7 @@ def install_ws_routes(app: FastAPI) -> None:
     @app.get("/ws/stats", include_in_schema=False)
     async def live_stats() -> dict:
         """This replica's hub: sockets, window, batches, deliveries, the fullest outbox."""
-        hub = await replica_hub(pool=replica_session_pool())
+        hub = await replica_hub()
         return hub.stats()
 
     @app.get("/demo", response_class=HTMLResponse, include_in_schema=False)

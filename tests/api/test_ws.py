@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import ray
 import websockets
 
 from actors.recorder import Recorder
+from api.hub import RENEW_EVERY_S
 from api.sim_process import SimulatorProcess
 from engine.db.migrate import migrate
 from tests.api.ws_support import kill_socket_actor, start_socket_actor
@@ -325,3 +328,66 @@ async def test_candle_channels_at_any_interval_start_at_rest_and_never_step_back
         ray.kill(recorder, no_restart=True)
         candles = ray.get_actor("candles", namespace="kisray")
         await candles.update_forming_bar.remote("005930", None)
+
+
+def _kill_actor_processes(class_name: str) -> int:
+    """SIGKILL every worker process of this test session's cluster running an actor of this
+    class (Ray titles the process `ray::<Class>` or `ray::<Class>.<method>`)."""
+    killed = 0
+    for proc in _cluster_workers():
+        with contextlib.suppress(psutil.Error):
+            title = (proc.cmdline() or [""])[0]
+            if title == f"ray::{class_name}" or title.startswith(f"ray::{class_name}."):
+                proc.kill()
+                killed += 1
+    return killed
+
+
+def _cluster_workers() -> list[psutil.Process]:
+    """The worker processes of this session's raylet (other Ray clusters may run here)."""
+    flag = f"--gcs-address={ray.get_runtime_context().gcs_address}"
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and cmdline[0].endswith("/raylet") and flag in cmdline:
+            return proc.children(recursive=True)
+    raise AssertionError("this session's raylet was not found")
+
+
+async def expect(ws, kind: str, within: float) -> dict:
+    """The next message of this kind; any error message on the way fails the test."""
+    async with asyncio.timeout(within):
+        while True:
+            message = json.loads(await ws.recv())
+            assert message["type"] != "error", message
+            if message["type"] == kind:
+                return message
+
+
+@pytest.mark.parametrize("victim", ["SessionPool", "SessionActor"])
+async def test_killed_session_actors_heal_for_new_and_open_tabs(live_url: str, victim: str) -> None:
+    """kill -9 of the session pool (its sessions die with it) or of every session actor: the
+    next 5 tabs get trades within 2 s of connecting, and an open tab's later ops still work,
+    with no error and no reconnect."""
+    async with websockets.connect(live_url) as open_tab:
+        session_id = (await expect(open_tab, "session", 10))["id"]
+        await open_tab.send(json.dumps({"op": "subscribe", "channels": ["trade:005930"]}))
+        await expect(open_tab, "subscribed", 30)
+        await expect(open_tab, "trade", 10)
+        assert _kill_actor_processes(victim) >= 1
+        for _ in range(5):
+            started = time.monotonic()
+            async with websockets.connect(live_url) as tab:
+                await expect(tab, "session", 2)
+                await tab.send(json.dumps({"op": "subscribe", "channels": ["trade:000660"]}))
+                await expect(tab, "trade", 2 - (time.monotonic() - started))
+        await open_tab.send(json.dumps({"op": "subscribe", "channels": ["book:005930"]}))
+        subscribed = await expect(open_tab, "subscribed", 5)
+        assert subscribed["channels"] == ["trade:005930", "book:005930"]  # nothing forgotten
+        await expect(open_tab, "book", 5)
+        await open_tab.send(json.dumps({"op": "unsubscribe", "channels": ["trade:005930"]}))
+        assert (await expect(open_tab, "unsubscribed", 5))["channels"] == ["trade:005930"]
+        await asyncio.sleep(RENEW_EVERY_S + 1)  # a restarted pool has learnt the open sessions
+    # The session's actor copy followed the tab: a resume restores exactly what it held.
+    async with websockets.connect(f"{live_url}?resume={session_id}") as resumed:
+        assert (await expect(resumed, "session", 5))["id"] == session_id
+        assert (await expect(resumed, "subscribed", 10))["channels"] == ["book:005930"]
