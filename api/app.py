@@ -130,10 +130,22 @@ class KisrayIngress:
         responses={200: {"content": {"application/json": {"example": HEALTH_EXAMPLE}}}},
     )
     async def health(self) -> JSONResponse:
-        """Database, KIS socket, aggregates, recorder; 503 "degraded" when an essential part is
-        down (docs/operations.md). Open even when KISRAY_API_TOKEN is set."""
+        """Readiness: 200 "ok" only when every part answers and a new tab would get data (the
+        database; with live data, the KIS socket connected and acknowledged, the recorder, the
+        session pool); else 503 "degraded" with `problems` (docs/operations.md). Open even when
+        KISRAY_API_TOKEN is set."""
         body = await snapshot(self.settings, self._get_pool)
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get(
+        "/health/live",
+        tags=["operations"],
+        responses={200: {"content": {"application/json": {"example": {"status": "alive"}}}}},
+    )
+    async def liveness(self) -> dict:
+        """Liveness: 200 while this replica answers, whatever its parts say (restart it only
+        when this fails; route traffic by `/health`)."""
+        return {"status": "alive"}
 
     @app.get(
         "/metrics",

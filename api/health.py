@@ -14,6 +14,7 @@ import asyncpg
 import ray
 
 from actors.recorder import recorder_health
+from actors.session import POOL_NAME as SESSION_POOL_NAME
 from engine.config import Settings
 from engine.db.freshness import check_freshness
 from engine.db.health import DatabaseHealth, check_database
@@ -31,11 +32,20 @@ PoolGetter = Callable[[], Awaitable[asyncpg.Pool]]
 
 
 async def snapshot(settings: Settings, get_pool: PoolGetter) -> dict:
-    """Database, KIS socket, recorder, aggregates and this replica's hub, asked concurrently."""
-    (database, aggregates), kis, recorder = await asyncio.gather(
-        _database(get_pool), kis_health(settings), recorder_health(PART_TIMEOUT_S)
+    """Database, KIS socket, recorder, session pool, aggregates and this replica's hub, asked
+    concurrently; judged ready or not (engine.health)."""
+    (database, aggregates), kis, recorder, sessions = await asyncio.gather(
+        _database(get_pool), kis_health(settings), recorder_health(PART_TIMEOUT_S), _sessions()
     )
-    verdict = judge(database, kis, recorder, aggregates)
+    verdict = judge(
+        database,
+        kis,
+        recorder,
+        aggregates,
+        sessions,
+        live_required=settings.live_required,
+        quiet_s=settings.kis_quiet_s,
+    )
     return {
         "status": verdict.status,
         "problems": list(verdict.problems),
@@ -45,6 +55,7 @@ async def snapshot(settings: Settings, get_pool: PoolGetter) -> dict:
         "aggregates": aggregates or {},
         "aggregate_lag_s": aggregate_lag_seconds(aggregates),
         "recorder": recorder,
+        "sessions": sessions,
         "hub": _hub_stats(),
     }
 
@@ -80,6 +91,20 @@ async def kis_health(settings: Settings) -> dict:
     stats = dict(stats)
     stats.pop("ws_url", None)  # the configured one above is what operators compare against
     return base | stats
+
+
+async def _sessions() -> dict:
+    """The session pool's counts, "not_started" without one, "unreachable" if it does not answer
+    (it restarts within seconds when its process dies)."""
+    try:
+        pool = ray.get_actor(SESSION_POOL_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return {"state": "not_started"}
+    try:
+        stats = await asyncio.wait_for(pool.stats.remote(), PART_TIMEOUT_S)
+    except (TimeoutError, ray.exceptions.RayError) as exc:
+        return {"state": "unreachable", "error": type(exc).__name__}
+    return {"state": "ok", **stats}
 
 
 def _hub_stats() -> dict:

@@ -125,7 +125,15 @@ def install_plain_parameters(app) -> None:
     app.openapi = openapi
 
 
-HEALTH_EXAMPLE = {"status": "ok", "checks": {"database": {"status": "ok"}}}
+HEALTH_EXAMPLE = {
+    "status": "degraded",
+    "problems": ["kis socket reconnecting (the app key is in use by another session (OPSP8996))"],
+    "warnings": [],
+    "database": {"reachable": True, "mode": "timescaledb"},
+    "kis": {"state": "reconnecting", "registrations": 7, "live_registrations": 0},
+    "recorder": {"status": "ok"},
+    "sessions": {"state": "ok", "idle": 8, "leased": 3},
+}
 METRICS_EXAMPLE = 'kisray_http_requests_total{route="/candles/{symbol}",status="200"} 42.0\n'
 
 

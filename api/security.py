@@ -25,9 +25,17 @@ logger = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008  # WebSocket close code for a refused origin, as api.ws uses
 
-# Liveness probes, the API description and the static demo page carry no market data.
+# Health probes, the API description and the static demo page carry no market data.
 OPEN_PATHS = frozenset(
-    {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/demo"}
+    {
+        "/health",
+        "/health/live",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/demo",
+    }
 )
 DOCS_ASSETS = "/static-offline-docs/"  # Swagger UI's and ReDoc's scripts (fastapi-offline)
 DEMO_ASSETS = "/demo/"  # the demo page's chart library and its licence

@@ -151,6 +151,9 @@ class Stack:
         if self.with_simulator:
             # One clock: the candle service's "now" is the simulator's trading session.
             env_vars["KISRAY_MARKET_CLOCK"] = "sim"
+        if self.with_simulator or self.with_collector:
+            # This stack runs live data: /health is ready only once a tab would get it.
+            env_vars["KISRAY_LIVE_REQUIRED"] = "true"
         address = self.ray_address
         if address is None:
             # A single-node production stack is its own collector node.

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_MESSAGE = 16 * 1024
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
-# A tab that arrives while the stack starts (no socket actor yet) waits this long, retrying
+# A tab that arrives while a live stack starts (no socket actor yet) waits this long, retrying
 # every START_RETRY_S, before it is told UPSTREAM_UNAVAILABLE (docs/websocket.md).
 START_WAIT_S = 30.0
 START_RETRY_S = 0.25
@@ -244,9 +244,11 @@ class ClientSocket:
 
 
 async def _hub_when_ready() -> Hub:
-    """The replica's hub; while the stack is still starting (no socket actor or session pool
-    answers yet) wait for it, up to START_WAIT_S, instead of refusing the tab."""
-    deadline = asyncio.get_running_loop().time() + START_WAIT_S
+    """The replica's hub; while a live stack is still starting (no socket actor or session pool
+    answers yet) wait for it, up to START_WAIT_S, instead of refusing the tab. A stack that runs
+    no live data (KISRAY_LIVE_REQUIRED unset, nothing to wait for) refuses at once."""
+    wait_s = START_WAIT_S if get_settings().live_required else 0.0
+    deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         try:
             return await replica_hub()

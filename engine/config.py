@@ -163,6 +163,18 @@ class Settings(BaseSettings):
     kis_in_use_backoff_s: float = Field(
         default=60.0, gt=0, le=3600, description="quiet time after OPSP8996 (app key in use)"
     )
+    kis_quiet_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="/health is not ready after this long without a KIS message (PINGPONG ~10 s)",
+    )
+
+    # Readiness (docs/operations.md).
+    live_required: bool = Field(
+        default=False,
+        description="/health is ready only with live data up (kisray up sets it when it runs it)",
+    )
 
     @field_validator("cors_origins", "symbols", mode="before")
     @classmethod

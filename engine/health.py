@@ -1,12 +1,15 @@
-"""What /health concludes from the parts' reports: overall status, problems, aggregate lag.
+"""What /health concludes from the parts' reports: ready or not, problems, aggregate lag.
 
 Pure functions over the plain dicts the parts report (database health, KIS feed stats, recorder
-health, freshness report), so the rules are testable without a cluster.
+health, session pool stats, freshness report), so the rules are testable without a cluster.
 
-Essential (a problem makes /health answer 503 "degraded"): the database is reachable, and the
-KIS socket and the recorder, when they run, answer and are not stopped. Everything else (a
-reconnecting socket, a lagging aggregate, a failing TimescaleDB job, a write backlog) is listed
-under `warnings` with status still "ok": the API keeps serving what is stored.
+Ready (200 "ok") means a client gets what it asks for: the database answers; and where live data
+runs (always when `live_required`, which `kisray up` sets when it starts the socket actor and the
+recorder), the KIS socket is connected with every registration acknowledged and has heard from
+KIS lately, the recorder answers, and the session pool answers (a new tab would get data). Any
+problem makes it 503 "degraded" with the reasons. Everything else (a lagging aggregate, a failing
+TimescaleDB job, a write backlog, a registration KIS refused) is listed under `warnings` with
+status still "ok": the API keeps serving what is stored.
 """
 
 from __future__ import annotations
@@ -31,27 +34,40 @@ class HealthVerdict:
         return self.status == "ok"
 
 
-def judge(database: dict, kis: dict, recorder: dict, aggregates: dict | None) -> HealthVerdict:
+def judge(
+    database: dict,
+    kis: dict,
+    recorder: dict,
+    aggregates: dict | None,
+    sessions: dict | None = None,
+    *,
+    live_required: bool = False,
+    quiet_s: float = 15.0,
+) -> HealthVerdict:
     problems: list[str] = []
     warnings: list[str] = []
 
     if not database.get("reachable"):
         problems.append(f"database unreachable ({database.get('error') or 'unknown'})")
 
-    kis_state = kis.get("state", NOT_STARTED)
-    if kis_state in (UNREACHABLE, "stopped"):
-        problems.append(f"kis socket {kis_state}")
-    elif kis_state not in (NOT_STARTED, "connected"):
-        warnings.append(f"kis socket {kis_state}")
+    problems += _kis_problems(kis, live_required, quiet_s)
+    if kis.get("refused"):
+        warnings.append(f"kis refused registrations {sorted(kis['refused'])}")
 
     recorder_state = recorder.get("state", recorder.get("status", NOT_STARTED))
     if recorder_state == UNREACHABLE:
         problems.append("recorder unreachable")
+    elif recorder_state == NOT_STARTED and live_required:
+        problems.append("recorder not started")
     elif recorder_state == "degraded":
         warnings.append(f"recorder degraded ({recorder.get('last_error') or 'database'})")
     rows = ((recorder.get("backlog") or {}).get("rows")) or 0
     if rows > BACKLOG_WARNING_ROWS:
         warnings.append(f"recorder backlog {rows} rows")
+
+    sessions_state = (sessions or {}).get("state", NOT_STARTED)
+    if sessions_state == UNREACHABLE and live_required:
+        problems.append("session pool unreachable")
 
     if aggregates:
         for interval, state in (aggregates.get("aggregates") or {}).items():
@@ -66,6 +82,27 @@ def judge(database: dict, kis: dict, recorder: dict, aggregates: dict | None) ->
         warnings.append("aggregate freshness unknown")
 
     return HealthVerdict("degraded" if problems else "ok", tuple(problems), tuple(warnings))
+
+
+def _kis_problems(kis: dict, live_required: bool, quiet_s: float) -> list[str]:
+    """Why the KIS socket would not give a new tab data, if it would not."""
+    state = kis.get("state", NOT_STARTED)
+    if state == NOT_STARTED:
+        return ["kis socket not started"] if live_required else []
+    if state in (UNREACHABLE, "stopped"):
+        return [f"kis socket {state}"]
+    if state != "connected":
+        why = kis.get("last_error")
+        return [f"kis socket {state}" + (f" ({why})" if why else "")]
+    problems = []
+    wanted = (kis.get("registrations") or 0) - len(kis.get("refused") or {})
+    acked = kis.get("live_registrations")
+    if acked is not None and acked < wanted:
+        problems.append(f"kis registrations: {acked} of {wanted} acknowledged")
+    age = kis.get("last_message_age_s")
+    if age is not None and age > quiet_s:
+        problems.append(f"kis socket silent for {age:.0f} s")
+    return problems
 
 
 def aggregate_lag_seconds(aggregates: dict | None) -> dict[str, float]:

@@ -99,6 +99,7 @@ class ConnectionStats:
     live_registrations: int
     refused: dict[str, str]  # "TR:key" → msg_cd of a registration KIS refused
     last_message_age_s: float | None
+    last_error: str | None = None  # why the last socket ended or could not open
 
 
 class Backoff:
@@ -231,6 +232,7 @@ class KisConnection:
         self.connect_failures = 0
         self.watchdog_timeouts = 0
         self.in_use_rejections = 0
+        self.last_error: str | None = None
         self.frames = 0
         self.records = 0
         self.decode_errors = 0
@@ -322,6 +324,7 @@ class KisConnection:
             live_registrations=len(sock.live) if sock else 0,
             refused={str(reg): code for reg, code in self._refused.items()},
             last_message_age_s=None if last is None else round(time.monotonic() - last, 3),
+            last_error=self.last_error,
         )
 
     # -- the loop -----------------------------------------------------------------------------
@@ -342,9 +345,11 @@ class KisConnection:
                 )
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 self.connect_failures += 1
+                self.last_error = f"connect failed: {exc}"
                 log.warning("KIS connect to %s failed: %s", self.config.ws_url, exc)
             except UpstreamUnavailableError as exc:
                 self.connect_failures += 1
+                self.last_error = exc.message
                 log.warning("%s", exc.message)
             else:
                 opened = time.monotonic()
@@ -355,6 +360,7 @@ class KisConnection:
                 try:
                     await self._session(ws, approval_key)
                 except _ApprovalRejected:
+                    self.last_error = "approval key refused (OPSP0011)"
                     self._approvals.invalidate()
                     if not reissued:
                         reissued, delay = True, 0.0
@@ -363,6 +369,7 @@ class KisConnection:
                         log.error("KIS refused a freshly issued approval key (OPSP0011) again")
                 except _AppKeyInUse:
                     self.in_use_rejections += 1
+                    self.last_error = "the app key is in use by another session (OPSP8996)"
                     delay = self.config.in_use_backoff_s * (1 + self._rng.uniform(0, 0.2))
                     log.error(
                         "KIS says the app key is ALREADY IN USE by another session (OPSP8996): "
@@ -370,6 +377,7 @@ class KisConnection:
                         delay,
                     )
                 except _SessionEnded as exc:
+                    self.last_error = str(exc)
                     log.warning("KIS socket ended: %s", exc)
                 finally:
                     # Break-before-make: this socket is closed before any new one is dialled.

@@ -66,6 +66,7 @@ class FeedStats:
             "pings": conn.pings,
             "refused": dict(conn.refused),
             "last_message_age_s": conn.last_message_age_s,
+            "last_error": conn.last_error,
             "routed_records": self.routed_records,
             "unrouted_records": self.unrouted_records,
             "dropped_records": self.dropped_records,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import websockets
 
 from tests.api.browser_support import CHROMIUM
 from tests.api.chart_support import drive_charts
@@ -108,12 +110,33 @@ def _kisray_up(
                 proc.kill()
 
 
+async def _first_trade_delays(url: str, tabs: int) -> list[float]:
+    """Seconds until each of `tabs` sockets, opened together, gets its first trade; an error
+    message or a close fails."""
+
+    async def one() -> float:
+        started = time.monotonic()
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["trade:005930"]}))
+            async with asyncio.timeout(10):
+                while True:
+                    message = json.loads(await ws.recv())
+                    assert message["type"] != "error", message
+                    if message["type"] == "trade":
+                        return time.monotonic() - started
+
+    return list(await asyncio.gather(*(one() for _ in range(tabs))))
+
+
 def test_up_serves_health_and_seeded_candles_refuses_a_second_instance_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
     with _kisray_up(tmp_path) as (proc, env, port, sim_port):
-        # /health answers while the collector side is still starting; a SIGTERM then is an
-        # interrupted start-up (exit 130). Wait for the banner that ends start-up.
+        # Ready means ready: tabs that connect the moment /health first says ok get data at once.
+        delays = asyncio.run(_first_trade_delays(f"ws://127.0.0.1:{port}/ws", 3))
+        assert max(delays) <= 2.0, delays
+        # The banner follows the same /health; a SIGTERM before it is an interrupted start-up
+        # (exit 130).
         deadline = time.monotonic() + 60
         while "kisray is up" not in (tmp_path / "up.log").read_text():
             assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()

@@ -29,6 +29,47 @@ def test_parts_not_started_are_fine_but_silent_ones_are_not() -> None:
     assert not judge(UP, {"state": "stopped"}, {}, FRESH).ok
 
 
+CONNECTED = {
+    "state": "connected",
+    "registrations": 7,
+    "live_registrations": 7,
+    "refused": {},
+    "last_message_age_s": 0.2,
+}
+RECORDING = {"status": "ok"}
+POOL = {"state": "ok", "idle": 8}
+
+
+def _problems(kis: dict, recorder: dict = RECORDING, sessions: dict = POOL) -> tuple[str, ...]:
+    return judge(UP, kis, recorder, FRESH, sessions, live_required=True, quiet_s=15).problems
+
+
+def test_live_stack_is_ready_only_when_a_new_tab_would_get_data() -> None:
+    assert _problems(CONNECTED) == ()
+    assert _problems({"state": "not_started"}) == ("kis socket not started",)
+    assert _problems(CONNECTED, recorder={"state": "not_started"}) == ("recorder not started",)
+    assert _problems(CONNECTED, sessions={"state": "unreachable"}) == ("session pool unreachable",)
+    assert _problems(CONNECTED | {"live_registrations": 5}) == (
+        "kis registrations: 5 of 7 acknowledged",
+    )
+    # A registration KIS refused is not waited for: a warning, still ready.
+    refused = CONNECTED | {"live_registrations": 6, "refused": {"H0STCNT0:999999": "OPSP0017"}}
+    verdict = judge(UP, refused, RECORDING, FRESH, POOL, live_required=True)
+    assert verdict.ok and verdict.warnings == ("kis refused registrations ['H0STCNT0:999999']",)
+
+
+def test_refusals_and_silence_say_why_the_stack_is_not_ready() -> None:
+    in_use = {
+        "state": "reconnecting",
+        "last_error": "the app key is in use by another session (OPSP8996)",
+    }
+    assert _problems(in_use) == (
+        "kis socket reconnecting (the app key is in use by another session (OPSP8996))",
+    )
+    assert _problems({"state": "connecting"}) == ("kis socket connecting",)
+    assert _problems(CONNECTED | {"last_message_age_s": 21.4}) == ("kis socket silent for 21 s",)
+
+
 def _job(job_id: int, **state: object) -> JobState:
     fields: dict = {
         "job_id": job_id,
@@ -42,7 +83,7 @@ def _job(job_id: int, **state: object) -> JobState:
     return JobState(**(fields | state))
 
 
-def test_reconnects_lag_and_failing_paused_or_overdue_jobs_are_warnings() -> None:
+def test_lag_backlog_and_failing_paused_or_overdue_jobs_are_warnings() -> None:
     jobs = (
         _job(
             1001,
@@ -60,10 +101,9 @@ def test_reconnects_lag_and_failing_paused_or_overdue_jobs_are_warnings() -> Non
         "jobs": report["jobs"],
     }
     recorder = {"status": "degraded", "last_error": "OSError", "backlog": {"rows": 50_000}}
-    verdict = judge(UP, {"state": "reconnecting"}, recorder, aggregates)
+    verdict = judge(UP, CONNECTED, recorder, aggregates)
     assert verdict.ok
     assert set(verdict.warnings) == {
-        "kis socket reconnecting",
         "recorder degraded (OSError)",
         "recorder backlog 50000 rows",
         "aggregate 15m behind",
