@@ -238,6 +238,7 @@ class SessionPool:
         """One call per replica per period keeps all its sessions alive. Returns the ones this
         pool does not hold for that replica (it restarted, or reclaimed them): the replica has
         them adopted again."""
+        self._ensure_tasks()  # a restarted pool refills at the first renewal, not the first tab
         expiry = time.monotonic() + self.lease_s
         unknown = []
         for sid in session_ids:

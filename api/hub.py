@@ -70,6 +70,7 @@ FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only boun
 RECORDER_RECHECK_S = 5.0
 RECORDER_CALL_TIMEOUT_S = 2.0
 CANDLES_ACTOR = "candles"
+RECOVER_RETRY_S = 0.2  # how often a hub asks a restarting socket actor again
 POOL_WAIT_S = 10.0  # how long a pool call waits for a lost pool to come back
 POOL_RETRY_S = 0.05
 
@@ -446,25 +447,31 @@ class Hub:
         self.window_s = max(self.window_s, floor)
 
     async def _recover(self, exc: Exception) -> None:
-        """The socket actor forgot us (restart, missed lease) or is away: register again."""
-        if isinstance(_cause(exc), UnknownConsumerError):
+        """The socket actor forgot us (restart, missed lease) or is away: register again. While
+        it restarts (ActorUnavailableError) ask again every RECOVER_RETRY_S, so data flows as
+        soon as it is back."""
+        cause = _cause(exc)
+        if isinstance(cause, UnknownConsumerError):
             log.warning("hub %s: the socket actor forgot it; registering again", self.replica_id)
+        elif isinstance(cause, ray.exceptions.ActorUnavailableError):
+            log.debug("hub %s: the socket actor is restarting", self.replica_id)
+            await asyncio.sleep(RECOVER_RETRY_S)
         else:
             log.warning("hub %s pull failed: %s; retrying", self.replica_id, exc)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(RECOVER_RETRY_S)
             if self.resolve is not None:  # the actor may have been replaced: look it up again
                 with contextlib.suppress(Exception):
-                    self.source = self.resolve()
+                    self.source = await asyncio.to_thread(self.resolve)
         try:
             await self.source.register.remote(self.consumer_id)
             async with self._lock:
                 if self._regs:
                     await self.source.subscribe.remote(self.consumer_id, list(self._regs))
+        except ray.exceptions.ActorUnavailableError:
+            await asyncio.sleep(RECOVER_RETRY_S)  # still restarting
         except Exception as again:
             log.warning("hub %s re-register failed: %s", self.replica_id, again)
             await asyncio.sleep(1.0)
-
-    # -- sessions: a few leased ahead -------------------------------------------------------
 
     async def call_pool(self, method: str, *args: object) -> object:
         """A call to the session pool that rides out its loss: while it restarts, try again
