@@ -32,6 +32,9 @@ class SimulatorConfig:
     notice_interval_s: float = 15.0  # periodic H0STCNI0 notices to notice subscribers; 0 = off
     hts_id: str | None = None  # if set, notices for another HTS id cut the socket (as KIS does)
     token_interval_s: float = 60.0  # tokenP issuance limit per app key (EGW00133)
+    # How long the server accepts a token (EGW00123 after). Replies still advertise KIS's 86400 s,
+    # so a shorter lifetime plays a token the server retires before its client expects it.
+    token_lifetime_s: float = 86_400.0
     rest_rate_per_s: int = 20  # REST calls per second per app key before EGW00201
     history_days: int = 400  # how far back chart endpoints serve bars
     tick_interval_s: float = 0.1  # how often the feed loop looks at the clock

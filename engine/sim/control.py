@@ -28,7 +28,8 @@ def _targets(state: SimState, body: dict) -> list[Session]:
 
 
 async def fault(request: web.Request) -> web.Response:
-    """POST {"kind": ...}: drop | stall | malformed | pause_symbol | reject_next.
+    """POST {"kind": ...}: drop | stall | malformed | pause_symbol | reject_next | expire_tokens |
+    forget_tokens.
 
     drop          {"session"?}: cut the socket(s) without a close frame
     stall         {"seconds", "session"?}: send nothing, not even PINGPONG, for N seconds
@@ -36,6 +37,8 @@ async def fault(request: web.Request) -> web.Response:
     pause_symbol  {"symbol", "seconds"}: a gap — no ticks for the symbol for N seconds
     reject_next   {"count"?: 1, "mode"?: "http" | "in_use"}: refuse the next connection(s),
                   at the handshake (HTTP 503) or on its first subscribe (OPSP8996)
+    expire_tokens {}: every issued access token is past its lifetime (REST answers EGW00123)
+    forget_tokens {}: the server forgets every issued access token (REST answers EGW00121)
     """
     state = request.app[STATE]
     try:
@@ -70,6 +73,10 @@ async def fault(request: web.Request) -> web.Response:
             else:
                 state.reject_next_http += count
             affected = count
+        elif kind == "expire_tokens":
+            affected = state.expire_tokens()
+        elif kind == "forget_tokens":
+            affected = state.forget_tokens()
         else:
             return web.json_response({"error": f"unknown fault kind {kind!r}"}, status=400)
     except (KeyError, TypeError, ValueError) as exc:

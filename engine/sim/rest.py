@@ -74,7 +74,13 @@ async def token(request: web.Request) -> web.Response:
             },
             status=403,
         )
-    if last is not None and now - last[1] < _TOKEN_REUSE_S:
+    # KIS hands back the same token within 6 h, unless the server retired it (expired, forgotten).
+    if (
+        last is not None
+        and now - last[1] < _TOKEN_REUSE_S
+        and last[0] in state.tokens
+        and not state.token_expired(last[0])
+    ):
         access = last[0]
         state.last_token[app_key] = (access, now)
     else:
@@ -97,6 +103,8 @@ def _authorize(state: SimState, request: web.Request, tr_id: str) -> web.Respons
     entry = state.tokens.get(token_)
     if entry is None:
         return _fail(500, "EGW00121", "유효하지 않은 token 입니다.")
+    if state.token_expired(token_):
+        return _fail(500, "EGW00123", "기간이 만료된 token 입니다.")
     app_key = entry[0]
     if request.headers.get("appkey") != app_key or not request.headers.get("appsecret"):
         return _fail(500, "EGW00103", "유효하지 않은 AppKey입니다.")

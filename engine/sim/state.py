@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import string
 import time
@@ -137,6 +138,23 @@ class SimState:
         self.approvals[approval] = app_key
         self.stats.approvals_issued += 1
         return approval
+
+    def token_expired(self, token: str) -> bool:
+        entry = self.tokens.get(token)
+        return entry is not None and time.monotonic() - entry[1] >= self.config.token_lifetime_s
+
+    def expire_tokens(self) -> int:
+        """Every issued token is past its lifetime from now on (EGW00123)."""
+        for token, (app_key, _) in self.tokens.items():
+            self.tokens[token] = (app_key, -math.inf)
+        return len(self.tokens)
+
+    def forget_tokens(self) -> int:
+        """The server no longer knows any issued token (EGW00121), as after a KIS-side restart.
+        `last_token` keeps its issue times: forgetting does not lift the one-a-minute limit."""
+        count = len(self.tokens)
+        self.tokens.clear()
+        return count
 
     def issue_token(self, app_key: str) -> str:
         token = "sim." + secrets.token_urlsafe(48)
