@@ -2,6 +2,9 @@
 
 - Access token from POST /oauth2/tokenP (kis-protocol §1.3). KIS issues at most one a minute, so
   it is cached in a 0600 file under the data directory and reused until shortly before expiry.
+- A token the server no longer accepts (EGW00121 invalid, EGW00123 expired — e.g. a cached token
+  from before a server restart) is dropped from memory and the file, a new one is issued (no
+  sooner than a minute after the last) and the call is retried once.
 - Every quotation call waits for the client-side rate limiter (20/s real, 2/s paper by default)
   and retries a few times on KIS's own over-limit answer (EGW00201).
 - Chart rows come back as `ChartRow` (one 1-minute bar, labelled by its start).
@@ -37,6 +40,10 @@ PAST_MINUTES_PATH = "/uapi/domestic-stock/v1/quotations/inquire-time-dailychartp
 TODAY_MINUTES_ROWS = 30  # rows per page, as documented for each chart
 PAST_MINUTES_ROWS = 120
 OVER_LIMIT = "EGW00201"
+# KIS's answers to a token it no longer accepts, in the JSON body's msg_cd whatever the status.
+TOKEN_REJECTED = {"EGW00121": "invalid", "EGW00123": "expired"}
+TOKEN_INTERVAL_S = 60.0  # KIS issues one token a minute per app key (EGW00133 otherwise)
+_TOKEN_LIFETIME_S = 86_400.0  # what KIS advertises; dates cache entries that lack `issued`
 # The simulator accepts any non-empty key pair; real and paper need configured ones.
 SIM_CREDENTIALS = ("sim-app-key", "sim-app-secret")
 _TOKEN_MARGIN_S = 600  # renew this long before KIS says the token expires
@@ -122,6 +129,7 @@ class KisRestClient:
         rate_per_s: float = 20.0,
         token_cache: Path | None = None,
         timeout_s: float = 10.0,
+        token_interval_s: float = TOKEN_INTERVAL_S,
     ) -> None:
         register_secret(app_key)
         register_secret(app_secret)
@@ -131,6 +139,9 @@ class KisRestClient:
         self.limiter = RateLimiter(rate_per_s)
         self._token_cache = token_cache
         self._token: tuple[str, float] | None = None  # (token, epoch expiry)
+        self._issued: float | None = None  # epoch of the newest token issue known (memory or file)
+        self._token_interval_s = token_interval_s
+        self._token_lock = asyncio.Lock()  # one issue at a time, however many calls fail at once
         self.calls = 0
 
     @classmethod
@@ -151,35 +162,79 @@ class KisRestClient:
     def _cache_key(self) -> str:
         return hashlib.sha256(f"{self._rest_url}|{self._app_key}".encode()).hexdigest()[:16]
 
-    def _read_cached_token(self) -> tuple[str, float] | None:
-        if self._token_cache is None or not self._token_cache.exists():
-            return None
-        try:
-            entry = json.loads(self._token_cache.read_text()).get(self._cache_key())
-        except (OSError, ValueError):
-            return None
-        if not entry or entry.get("expires", 0) - _TOKEN_MARGIN_S < time.time():
-            return None
-        return entry["token"], float(entry["expires"])
-
-    def _write_cached_token(self, token: str, expires: float) -> None:
+    def _read_entries(self) -> dict:
         if self._token_cache is None:
-            return
-        self._token_cache.parent.mkdir(parents=True, exist_ok=True)
+            return {}
         try:
             entries = json.loads(self._token_cache.read_text())
         except (OSError, ValueError):
-            entries = {}
-        entries[self._cache_key()] = {"token": token, "expires": expires}
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+    def _save_entries(self, entries: dict) -> None:
+        if self._token_cache is None:
+            return
+        self._token_cache.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._token_cache, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(entries, out)
 
+    def _read_cached_token(self) -> tuple[str, float] | None:
+        """The file's token for this host and key, if still good; notes when it was issued."""
+        entry = self._read_entries().get(self._cache_key())
+        if not isinstance(entry, dict):
+            return None
+        try:
+            expires = float(entry.get("expires", 0))
+            issued = float(entry.get("issued", expires - _TOKEN_LIFETIME_S))
+        except (TypeError, ValueError):
+            return None
+        self._issued = max(self._issued or issued, issued)
+        if "token" not in entry or expires - _TOKEN_MARGIN_S < time.time():
+            return None
+        return str(entry["token"]), expires
+
+    def _write_cached_token(self, token: str, expires: float, issued: float) -> None:
+        entries = self._read_entries()
+        entries[self._cache_key()] = {"token": token, "expires": expires, "issued": issued}
+        self._save_entries(entries)
+
+    def _drop_cached_token(self, token: str) -> None:
+        """Forget `token` in the file, unless another client already replaced it there. The issue
+        time stays, so no client on this key asks again within KIS's minute."""
+        entries = self._read_entries()
+        entry = entries.get(self._cache_key())
+        if isinstance(entry, dict) and entry.get("token") == token:
+            entries[self._cache_key()] = {"issued": entry.get("issued", self._issued or 0.0)}
+            self._save_entries(entries)
+
     async def token(self) -> str:
-        if self._token is None or self._token[1] - _TOKEN_MARGIN_S < time.time():
-            self._token = self._read_cached_token() or await self._issue_token()
-            register_secret(self._token[0])
-        return self._token[0]
+        async with self._token_lock:
+            if self._token is None or self._token[1] - _TOKEN_MARGIN_S < time.time():
+                self._token = self._read_cached_token() or await self._paced_issue()
+                register_secret(self._token[0])
+            return self._token[0]
+
+    async def _replace_token(self, rejected: str) -> None:
+        """The server refused `rejected`: drop it and get another, at most one issue a minute."""
+        async with self._token_lock:
+            if self._token is not None and self._token[0] != rejected:
+                return  # a concurrent call already replaced it
+            self._token = None
+            cached = self._read_cached_token()
+            if cached is not None and cached[0] != rejected:
+                self._token = cached  # another process on this app key issued a fresh one
+                return
+            self._drop_cached_token(rejected)
+            self._token = await self._paced_issue()
+
+    async def _paced_issue(self) -> tuple[str, float]:
+        # One sleep for the rest of KIS's minute since the last issue, never a polling loop.
+        wait = (self._issued or 0.0) + self._token_interval_s - time.time()
+        if wait > 0:
+            logger.info("KIS access token: waiting %.0f s for the one-a-minute limit", wait)
+            await asyncio.sleep(wait)
+        return await self._issue_token()
 
     async def _issue_token(self) -> tuple[str, float]:
         try:
@@ -192,23 +247,28 @@ class KisRestClient:
         if reply.status_code != 200 or "access_token" not in body:
             code = body.get("error_code") or body.get("msg_cd") or reply.status_code
             raise UpstreamUnavailableError(f"KIS refused the access token request ({code})")
-        expires = time.time() + float(body.get("expires_in", 86_400))
+        issued = time.time()
+        expires = issued + float(body.get("expires_in", _TOKEN_LIFETIME_S))
         token = str(body["access_token"])
-        self._write_cached_token(token, expires)
+        register_secret(token)
+        self._issued = issued
+        self._write_cached_token(token, expires, issued)
         return token, expires
 
     # -- charts ---------------------------------------------------------------------------------
 
     async def _get(self, path: str, tr_id: str, params: dict[str, str]) -> httpx.Response:
-        headers = {
-            "content-type": "application/json; charset=utf-8",
-            "authorization": f"Bearer {await self.token()}",
-            "appkey": self._app_key,
-            "appsecret": self._app_secret,
-            "tr_id": tr_id,
-            "custtype": "P",
-        }
-        for attempt in range(_OVER_LIMIT_RETRIES + 1):
+        over_limit, token_replaced = 0, False
+        while True:
+            token = await self.token()
+            headers = {
+                "content-type": "application/json; charset=utf-8",
+                "authorization": f"Bearer {token}",
+                "appkey": self._app_key,
+                "appsecret": self._app_secret,
+                "tr_id": tr_id,
+                "custtype": "P",
+            }
             await self.limiter.acquire()
             self.calls += 1
             try:
@@ -216,17 +276,28 @@ class KisRestClient:
             except httpx.HTTPError as exc:
                 raise UpstreamUnavailableError(f"KIS {tr_id} failed: {exc}") from exc
             body = _json(reply)
-            if body.get("msg_cd") == OVER_LIMIT and attempt < _OVER_LIMIT_RETRIES:
+            code = body.get("msg_cd")
+            if code == OVER_LIMIT and over_limit < _OVER_LIMIT_RETRIES:
+                over_limit += 1
                 logger.info("KIS %s over the rate limit; retrying", tr_id)
-                await asyncio.sleep(0.2 * (attempt + 1))
+                await asyncio.sleep(0.2 * over_limit)
+                continue
+            if code in TOKEN_REJECTED and not token_replaced:
+                # Once only: a fresh token refused too is not a token problem we can fix here.
+                token_replaced = True
+                logger.warning(
+                    "KIS %s: access token %s (%s); issuing a new one and retrying once",
+                    tr_id,
+                    TOKEN_REJECTED[code],
+                    code,
+                )
+                await self._replace_token(token)
                 continue
             if reply.status_code != 200 or body.get("rt_cd") != "0":
                 raise UpstreamUnavailableError(
-                    f"KIS {tr_id} error {body.get('msg_cd', reply.status_code)}: "
-                    f"{body.get('msg1', '')}".strip()
+                    f"KIS {tr_id} error {code or reply.status_code}: {body.get('msg1', '')}".strip()
                 )
             return reply
-        raise UpstreamUnavailableError(f"KIS {tr_id}: still over the rate limit")  # unreachable
 
     async def today_minutes(self, symbol: str, hour: str) -> ChartPage:
         """FHKST03010200: today's bars at or before `hour` (HHMMSS), ≤ 30 rows, newest first."""
