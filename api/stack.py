@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.config import Settings
 from engine.db.embedded import EmbeddedPostgres
 from engine.db.migrate import MigrationReport, migrate
-from engine.errors import AlreadyRunningError, ConfigError, StartupError
+from engine.errors import AlreadyRunningError, ConfigError, KisrayError, StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -213,22 +213,15 @@ class Stack:
         background (bounded, so /health is never delayed), and run the recorder so charts move."""
         import threading
 
-        from engine.backfill import seed_history
-
         settings = self.settings
         rest_url = f"http://127.0.0.1:{settings.sim_port}"
-
-        def seed() -> None:
-            with _logged("seeding demo history"):
-                reports = asyncio.run(
-                    seed_history(
-                        settings, self.database_url, rest_url, days=settings.seed_history_days
-                    )
-                )
-                logger.info("demo history: %d rows", sum(r.rows_fetched for r in reports))
-
         if settings.seed_history_days > 0:
-            threading.Thread(target=seed, name="seed-history", daemon=True).start()
+            threading.Thread(
+                target=seed_demo_history,
+                args=(settings, self.database_url, rest_url),
+                name="seed-history",
+                daemon=True,
+            ).start()
         with _logged("starting the KIS socket actor"):
             from actors.kis_socket import get_or_create_kis_socket
 
@@ -359,6 +352,23 @@ class Stack:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def seed_demo_history(settings: Settings, database_url: str, rest_url: str) -> None:
+    """Seed demo history from the simulator (blocking; `kisray up` runs it in a thread)."""
+    from engine.backfill import seed_history
+
+    try:
+        reports = asyncio.run(
+            seed_history(settings, database_url, rest_url, days=settings.seed_history_days)
+        )
+    except Exception as exc:
+        # Demo history is optional and the recorder repairs minutes later: one line, no
+        # traceback, and the stack runs on without it.
+        reason = exc.message if isinstance(exc, KisrayError) else f"{type(exc).__name__}: {exc}"
+        logger.warning("demo history: not seeded (%s)", (reason.splitlines() or [""])[0][:300])
+        return
+    logger.info("demo history: %d rows", sum(r.rows_fetched for r in reports))
 
 
 @contextlib.contextmanager
