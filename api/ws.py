@@ -42,6 +42,7 @@ START_RETRY_S = 0.25
 SESSION_RETRY_S = 0.5  # a lease or replacement the pool could not give is asked again
 SESSION_RETRY_MAX_S = 5.0
 CLOSE_SYNC_WAIT_S = 10.0
+BINARY_FRAME = "binary frames are not read: send text frames carrying JSON"
 
 
 def error_message(code: str, message: str) -> str:
@@ -187,10 +188,16 @@ class ClientSocket:
     async def _read(self) -> None:
         while True:
             try:
-                text = await self.ws.receive_text()
+                message = await self.ws.receive()
             except (WebSocketDisconnect, RuntimeError):
                 return
+            if message["type"] != "websocket.receive":
+                return  # websocket.disconnect
+            text = message.get("text")
             try:
+                if text is None:
+                    # receive_text() would close the socket on a binary frame, without a word.
+                    raise BadRequestError(BINARY_FRAME)
                 await self._handle(text)
             except KisrayError as exc:
                 self.outbox.offer(None, error_message(exc.code, exc.message))

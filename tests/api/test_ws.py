@@ -88,6 +88,16 @@ async def test_bad_messages_get_errors_and_the_socket_stays_open(live_url: str) 
         await next_of(ws, "pong")
 
 
+async def test_a_binary_frame_gets_an_error_and_the_socket_stays_open(live_url: str) -> None:
+    async with websockets.connect(live_url) as ws:
+        await next_of(ws, "session")
+        await ws.send(json.dumps({"op": "ping"}).encode())  # bytes: a binary frame
+        error = await next_of(ws, "error")
+        assert error["code"] == "BAD_REQUEST" and "text frames" in error["message"]
+        await ws.send(json.dumps({"op": "ping"}))
+        await next_of(ws, "pong")
+
+
 async def test_unsubscribe_stops_the_channel_and_resume_restores_it(live_url: str) -> None:
     async with websockets.connect(live_url) as ws:
         session_id = (await next_of(ws, "session"))["id"]
