@@ -26,7 +26,7 @@ from api.candles_routes import (
 )
 from api.errors import install_error_handlers
 from api.health import snapshot
-from api.ingress import set_ws_compression
+from api.ingress import HTTP_SERVER_DEFAULTS, set_server_defaults, set_ws_compression
 from api.middleware import install_middleware
 from api.schemas import (
     HEALTH_EXAMPLE,
@@ -83,6 +83,7 @@ class KisrayIngress:
             self.settings.market_clock, self.settings.sim_port
         )
         # Before Serve starts this replica's HTTP server, which happens after the constructor.
+        set_server_defaults(**HTTP_SERVER_DEFAULTS)
         set_ws_compression(self.settings.ws_compression)
         self._prewarm_sessions()
         self._prewarm_candles()

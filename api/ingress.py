@@ -42,25 +42,48 @@ def serves_directly() -> bool:
     return os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1"
 
 
-def set_ws_compression(enabled: bool) -> None:
-    """permessage-deflate for the WebSockets of this process's HTTP servers.
+# uvicorn options for the replica's HTTP server, which Serve builds without a way to pass them.
+HTTP_SERVER_DEFAULTS: dict[str, object] = {
+    # h11, not httptools (uvicorn's "auto"): httptools answers a request target over 64 KiB with
+    # its own plain-text 400 (no envelope, no X-Request-ID) and takes headers of any size. h11
+    # hands the app any request head up to the bound below, so api.middleware.RequestLimits
+    # answers 414/431 in the envelope; only a head past it gets the server's 400. Parsing costs
+    # ~35 µs more a request, nothing next to a /candles query.
+    "http": "h11",
+    "h11_max_incomplete_event_size": 256 * 1024,
+}
+_server_defaults: dict[str, object] = {}
 
-    uvicorn enables it by default and Serve builds uvicorn's Config without a way to pass the
-    option, so the default is changed here, in the replica, before Serve starts its server. It
-    costs ~0.14 ms of CPU per 25 KB frame (~8× fewer bytes): at 2,000 frames/s, 29 % of a core,
-    three quarters of the replica's CPU in the fan-out bench (docs/fanout.md).
-    """
+
+def set_server_defaults(**options: object) -> None:
+    """Defaults for every uvicorn Config this process builds from now on — in a replica, before
+    Serve starts its server (after the deployment's constructor). Options passed explicitly win."""
     import uvicorn.config
 
+    _server_defaults.update(options)
     config = uvicorn.config.Config
-    original = getattr(config.__init__, "__wrapped__", config.__init__)
+    if getattr(config.__init__, "_kisray_defaults", False):
+        return  # installed once; later calls only change the dict
+    original = config.__init__
 
     @functools.wraps(original)
     def init(self, *args, **kwargs) -> None:
-        kwargs.setdefault("ws_per_message_deflate", enabled)
+        for name, value in _server_defaults.items():
+            kwargs.setdefault(name, value)
         original(self, *args, **kwargs)
 
+    init._kisray_defaults = True  # type: ignore[attr-defined]
     config.__init__ = init
+
+
+def set_ws_compression(enabled: bool) -> None:
+    """permessage-deflate for the WebSockets of this process's HTTP servers.
+
+    uvicorn enables it by default. It costs ~0.14 ms of CPU per 25 KB frame (~8× fewer bytes):
+    at 2,000 frames/s, 29 % of a core, three quarters of the replica's CPU in the fan-out bench
+    (docs/fanout.md).
+    """
+    set_server_defaults(ws_per_message_deflate=enabled)
 
 
 if __name__ == "__main__":  # `export $(python -m api.ingress 8000)` before `ray start --head`
