@@ -151,6 +151,8 @@ _DOCUMENTED = {
     "401": "Missing or wrong API token (when KISRAY_API_TOKEN is set)",
     "404": "No data for the request",
     "413": "Request body over KISRAY_MAX_REQUEST_BYTES",
+    "414": "URI_TOO_LONG: request target (path and query) over 8 KiB",
+    "431": "HEADERS_TOO_LARGE: request headers over 32 KiB in total",
     "422": "Malformed request",
     "500": "Internal error; the log holds the trace under request_id",
     "503": "DB_CONNECTION_ERROR or UPSTREAM_UNAVAILABLE",

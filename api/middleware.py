@@ -5,7 +5,9 @@
    request's route, status and latency for /metrics.
 2. The origin policy (api.security.OriginPolicy): CORS for REST, the same allowlist for `/ws`,
    answered before any token check.
-3. AccessGuard: the optional bearer token and the request body limit, answered with the error
+3. RequestLimits: a request target over 8 KiB (414) or headers over 32 KiB (431), answered with
+   the error envelope (so a browser still gets CORS headers on it).
+4. AccessGuard: the optional bearer token and the request body limit, answered with the error
    envelope.
 
 Plain ASGI classes rather than BaseHTTPMiddleware: they keep WebSocket scopes untouched and the
@@ -26,12 +28,21 @@ from api import metrics
 from api.errors import REQUEST_ID_KEY, error_response, in_serve_replica, new_request_id
 from api.security import OriginPolicy, bearer_token, requires_token, token_matches
 from engine.config import get_settings
-from engine.errors import PayloadTooLargeError, UnauthorizedError
+from engine.errors import (
+    HeadersTooLargeError,
+    KisrayError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UriTooLongError,
+)
 from engine.logs import current_request_id
 
 logger = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded cardinality
+MAX_URL_BYTES = 8 * 1024  # path and query, as sent
+MAX_HEADER_BYTES = 32 * 1024  # every header line, as sent ("name: value\r\n")
+_LOGGED_PATH_CHARS = 200  # an over-long path is cut in the log line, not written whole
 
 
 class RequestContext:
@@ -74,16 +85,52 @@ class RequestContext:
             seconds = time.perf_counter() - started
             metrics.observe_request(template, scope.get("method", "GET"), status, seconds)
             if status >= 400:  # successes stay out of the log; the query string always does
+                path = scope["path"]
+                if len(path) > _LOGGED_PATH_CHARS:
+                    path = f"{path[:_LOGGED_PATH_CHARS]}… ({len(path)} chars)"
                 logger.info(
-                    "%s %s -> %d in %.1f ms",
-                    scope.get("method"),
-                    scope["path"],
-                    status,
-                    seconds * 1e3,
+                    "%s %s -> %d in %.1f ms", scope.get("method"), path, status, seconds * 1e3
                 )
             # Left set when the route raised: the error handler outside logs under this id.
             if status < 500:
                 current_request_id.reset(token)
+
+
+class RequestLimits:
+    """414 / 431 in the envelope for an over-long request target or oversized headers.
+
+    The replica's HTTP server lets such requests through up to its own, larger bound
+    (api.ingress.HTTP_SERVER_DEFAULTS), so the answer carries the envelope and X-Request-ID
+    instead of the server's plain-text 400.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            error = request_limit_error(scope)
+            if error is not None:
+                request = Request(scope)
+                response = error_response(request, error.http_status, error.code, error.message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def request_limit_error(scope: Scope) -> KisrayError | None:
+    """The limit a request's target or headers break, if any (cheap: lengths only)."""
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    url_bytes = len(raw_path) + (len(query) + 1 if query else 0)
+    if url_bytes > MAX_URL_BYTES:
+        return UriTooLongError(f"request target of {url_bytes} bytes; the limit is {MAX_URL_BYTES}")
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+    if header_bytes > MAX_HEADER_BYTES:
+        return HeadersTooLargeError(
+            f"request headers of {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"
+        )
+    return None
 
 
 class AccessGuard:
@@ -139,6 +186,7 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 def install_middleware(app: FastAPI) -> None:
     """Add the stack above; call before `@serve.ingress(app)` pickles the app."""
-    app.add_middleware(AccessGuard)  # innermost of the three
+    app.add_middleware(AccessGuard)  # innermost of ours
+    app.add_middleware(RequestLimits)
     app.add_middleware(OriginPolicy)
     app.add_middleware(RequestContext)  # outermost of ours

@@ -114,3 +114,17 @@ class PayloadTooLargeError(BadRequestError):
     """A request body over the configured limit; it is refused before it is read."""
 
     http_status = 413
+
+
+class UriTooLongError(BadRequestError):
+    """A request target (path and query) over the server's limit; refused before routing."""
+
+    code = "URI_TOO_LONG"
+    http_status = 414
+
+
+class HeadersTooLargeError(BadRequestError):
+    """Request headers over the server's limit in total; refused before routing."""
+
+    code = "HEADERS_TOO_LARGE"
+    http_status = 431
