@@ -28,6 +28,7 @@ from api.errors import install_error_handlers
 from api.health import snapshot
 from api.ingress import HTTP_SERVER_DEFAULTS, set_server_defaults, set_ws_compression
 from api.middleware import install_middleware
+from api.replica_grpc import bind_replica_grpc_to_node_ip
 from api.schemas import (
     HEALTH_EXAMPLE,
     METRICS_EXAMPLE,
@@ -82,9 +83,11 @@ class KisrayIngress:
         self._market_clock = MarketClock.from_settings(
             self.settings.market_clock, self.settings.sim_port
         )
-        # Before Serve starts this replica's HTTP server, which happens after the constructor.
+        # Before Serve starts this replica's HTTP and gRPC servers, which happens after the
+        # constructor.
         set_server_defaults(**HTTP_SERVER_DEFAULTS)
         set_ws_compression(self.settings.ws_compression)
+        bind_replica_grpc_to_node_ip()
         self._prewarm_sessions()
         self._prewarm_candles()
 
