@@ -26,7 +26,12 @@ from api.candles_routes import (
 )
 from api.errors import install_error_handlers
 from api.health import snapshot
-from api.ingress import HTTP_SERVER_DEFAULTS, set_server_defaults, set_ws_compression
+from api.ingress import (
+    HTTP_SERVER_DEFAULTS,
+    bind_with_reuse_addr,
+    set_server_defaults,
+    set_ws_compression,
+)
 from api.middleware import install_middleware
 from api.replica_grpc import bind_replica_grpc_to_node_ip
 from api.schemas import (
@@ -88,6 +93,7 @@ class KisrayIngress:
         set_server_defaults(**HTTP_SERVER_DEFAULTS)
         set_ws_compression(self.settings.ws_compression)
         bind_replica_grpc_to_node_ip()
+        bind_with_reuse_addr()  # a restarted replica gets KISRAY_PORT back at once
         self._prewarm_sessions()
         self._prewarm_candles()
 

@@ -13,8 +13,13 @@ works with one ingress replica per node, which is what a single-node stack runs.
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 import os
+import socket
 import sys
+
+logger = logging.getLogger(__name__)
 
 
 def direct_ingress_env(port: int, ports: int = 1) -> dict[str, str]:
@@ -84,6 +89,65 @@ def set_ws_compression(enabled: bool) -> None:
     (docs/fanout.md).
     """
     set_server_defaults(ws_per_message_deflate=enabled)
+
+
+def bind_with_reuse_addr() -> bool:
+    """Make this replica's direct-ingress server bind its port with SO_REUSEADDR (issue 15).
+
+    Serve creates and binds that socket itself and sets no option on it. On Linux a port whose
+    last listener lacked SO_REUSEADDR cannot be bound again — not even with the option — while
+    any of that listener's connections sit in TIME_WAIT (60 s). So after the replica was killed,
+    or `kisray up` stopped with clients connected, every bind of KISRAY_PORT failed for a minute:
+    Serve blocked the one port of our range (NoAvailablePortError) and `kisray up` refused to
+    start. uvicorn sets SO_REUSEADDR on the sockets it binds itself; this does the same. Not
+    SO_REUSEPORT: that would let a second process listen on the port and take half its clients.
+
+    Serve's only hook on that socket is the reuse-port setter its server start calls when asked
+    to; for our call it sets SO_REUSEADDR alone. These are Serve's private names, so they are
+    checked first: on a Ray that renamed them this logs a warning and changes nothing (restarts
+    then wait out TIME_WAIT); tests/api/test_ingress_reuse.py fails on such a Ray.
+    """
+    try:
+        from ray.serve._private import http_util, replica
+    except ImportError:
+        http_util = replica = None
+    start = getattr(replica, "start_asgi_http_server", None)
+    setter = getattr(http_util, "set_socket_reuse_port", None)
+    if start is None or setter is None or not _takes_reuse_port_flag(start):
+        logger.warning(
+            "this Ray's Serve has no known hook for its direct-ingress socket; a restarted "
+            "replica may not bind its port until TIME_WAIT ends (~60 s)"
+        )
+        return False
+    if getattr(start, "kisray_reuse_addr", False):
+        return True  # already wrapped: a second replica constructor in the same process
+
+    @functools.wraps(start)
+    async def start_with_reuse_addr(*args, enable_so_reuseport: bool = False, **kwargs):
+        if enable_so_reuseport:  # Serve asked for SO_REUSEPORT itself: leave that alone
+            return await start(*args, enable_so_reuseport=True, **kwargs)
+        # The server start binds before its first await, so the swap is seen by this call only.
+        http_util.set_socket_reuse_port = _set_reuse_addr
+        try:
+            return await start(*args, enable_so_reuseport=True, **kwargs)
+        finally:
+            http_util.set_socket_reuse_port = setter
+
+    start_with_reuse_addr.kisray_reuse_addr = True
+    replica.start_asgi_http_server = start_with_reuse_addr
+    return True
+
+
+def _takes_reuse_port_flag(function: object) -> bool:
+    try:
+        return "enable_so_reuseport" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _set_reuse_addr(sock: socket.socket) -> bool:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return True
 
 
 if __name__ == "__main__":  # `export $(python -m api.ingress 8000)` before `ray start --head`
