@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ import psutil
 import websockets
 
 KISRAY = str(Path(sys.executable).with_name("kisray"))
+BANNER = "kisray is up"
 
 
 def free_port() -> int:
@@ -69,17 +71,26 @@ def port_states(*ports: int) -> str:
 def start(
     root: Path, env: dict[str, str], port: int, timeout: float = 180
 ) -> tuple[subprocess.Popen, float]:
-    """`kisray up`, once /health answers 200; raises with its log when it exits first."""
-    log = open(root / "up.log", "ab")  # noqa: SIM115 - the child keeps it
+    """`kisray up`, once /health answers 200; raises with its log when it exits first.
+
+    Returns after its banner too: a signal before it is an interrupted start-up (exit 130).
+    """
+    log_path = root / "up.log"
+    banners = log_path.read_text().count(BANNER) if log_path.exists() else 0
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
     began = time.monotonic()
     proc = subprocess.Popen([KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
+    healthy = None
     while time.monotonic() - began < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"kisray up exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, time.monotonic() - began
+        if healthy is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    healthy = time.monotonic() - began
+        if healthy is not None and log_path.read_text().count(BANNER) > banners:
+            return proc, healthy
         time.sleep(0.25)
     proc.kill()
     raise RuntimeError(f"not healthy within {timeout:.0f} s")
@@ -117,15 +128,18 @@ def with_clients(port: int, action) -> object:
     return asyncio.run(main())
 
 
-def replica_process() -> psutil.Process:
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("ServeReplica:" in part for part in (proc.info["cmdline"] or [])[:1]):
-            return proc
-    raise RuntimeError("no ServeReplica: process")
+def replica_process(up_pid: int) -> psutil.Process:
+    """The Serve replica of *this* `kisray up`: only among its descendants (its Ray head's
+    workers), never another stack's on a shared machine."""
+    for proc in psutil.Process(up_pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.cmdline()[:1] and "ServeReplica:" in proc.cmdline()[0]:
+                return proc
+    raise RuntimeError(f"no ServeReplica: process under pid {up_pid}")
 
 
-def kill_and_time(port: int, timeout: float = 120) -> float:
-    victim = replica_process()
+def kill_and_time(port: int, up_pid: int, timeout: float = 120) -> float:
+    victim = replica_process(up_pid)
     victim.kill()
     began = time.monotonic()
     victim.wait(10)
@@ -135,6 +149,33 @@ def kill_and_time(port: int, timeout: float = 120) -> float:
                 return time.monotonic() - began
         time.sleep(0.1)
     return float("inf")
+
+
+def restart(
+    proc: subprocess.Popen, root: Path, env: dict[str, str], round_: int
+) -> subprocess.Popen:
+    """SIGINT, then `kisray up` again the moment it exited (its clients are still closing);
+    retried every 2 s while it fails, to measure how long the ports stay blocked."""
+    port, sim_port = int(env["KISRAY_PORT"]), int(env["KISRAY_SIM_PORT"])
+    proc.send_signal(signal.SIGINT)
+    proc.wait(90)
+    stopped = time.monotonic()
+    states = port_states(port, sim_port) or "nothing"
+    print(f"round {round_}: stopped (exit {proc.returncode}); on the ports: {states}", flush=True)
+    for attempt in range(1, 100):
+        try:
+            proc, took = start(root, env, port)
+            break
+        except RuntimeError as exc:
+            tail = (root / "up.log").read_text().strip().splitlines()[-1:]
+            print(f"round {round_}: start {attempt} FAILED ({exc}): {tail}", flush=True)
+            time.sleep(2)
+    print(
+        f"round {round_}: start {attempt} worked, healthy after {took:.1f} s "
+        f"({time.monotonic() - stopped:.1f} s after the stop)",
+        flush=True,
+    )
+    return proc
 
 
 def main() -> None:
@@ -150,33 +191,11 @@ def main() -> None:
     print(f"first start: healthy after {took:.1f} s", flush=True)
     try:
         for n in range(args.kills):
-            took = with_clients(port, lambda: kill_and_time(port))
+            took = with_clients(port, lambda: kill_and_time(port, proc.pid))
             print(f"replica kill {n + 1}: /health 200 again after {took:.1f} s", flush=True)
             time.sleep(2)
         for n in range(args.rounds):
-
-            def stop(proc: subprocess.Popen = proc) -> None:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(90)
-
-            with_clients(port, stop)
-            stopped = time.monotonic()
-            states = port_states(port, sim_port) or "nothing"
-            print(f"round {n + 1}: stopped (exit {proc.returncode}); on the ports: {states}")
-            for attempt in range(1, 100):
-                try:
-                    proc, took = start(root, env, port)
-                    break
-                except RuntimeError as exc:
-                    tail = (root / "up.log").read_text().strip().splitlines()[-1:]
-                    print(f"round {n + 1}: start {attempt} FAILED ({exc}): {tail}", flush=True)
-                    time.sleep(2)
-            since = time.monotonic() - stopped
-            print(
-                f"round {n + 1}: start {attempt} worked, healthy after {took:.1f} s "
-                f"({since:.1f} s after the stop)",
-                flush=True,
-            )
+            proc = with_clients(port, functools.partial(restart, proc, root, env, n + 1))
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
