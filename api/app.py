@@ -70,11 +70,16 @@ install_ws_routes(app)  # WS /ws and GET /demo
 
 # Every open WebSocket holds one ongoing request; the default of 5 would hang the sixth tab.
 MAX_ONGOING_REQUESTS = 1000
+# Serve notices a dead replica only when its next health check fails: at the default 10 s (±10 %)
+# a killed replica stayed down up to ~15 s with its replacement's ~4 s start (7-9 s measured).
+# The check is one cheap actor call.
+HEALTH_CHECK_PERIOD_S = 2.0
 
 
 @serve.deployment(
     name="KisrayIngress",
     max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
     ray_actor_options={"num_cpus": 0},
 )
 @serve.ingress(app)

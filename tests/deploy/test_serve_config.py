@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from api.app import MAX_ONGOING_REQUESTS
+from api.app import HEALTH_CHECK_PERIOD_S, MAX_ONGOING_REQUESTS
 from api.stack import SERVE_APP_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +33,7 @@ def test_validates_with_serves_schema(raw: dict) -> None:
     [ingress] = application.deployments
     assert ingress.name == "KisrayIngress"
     assert ingress.max_ongoing_requests == MAX_ONGOING_REQUESTS  # not Serve's default of 5
+    assert ingress.health_check_period_s == HEALTH_CHECK_PERIOD_S  # not Serve's 10 s
     assert ingress.num_replicas == 1
 
 
