@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 import websockets
+from websockets.sync.client import connect as ws_connect
 
 from tests.api.browser_support import CHROMIUM
 from tests.api.chart_support import drive_charts
@@ -93,6 +94,15 @@ def _postgres_on(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
+def _wait_for_banner(log: Path, timeout: float = 60) -> None:
+    """/health answers while the collector side is still starting; a signal then is an
+    interrupted start-up (exit 130). The banner ends start-up."""
+    deadline = time.monotonic() + timeout
+    while "kisray is up" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def _kisray_up(
     home: Path, extra_env: dict[str, str] | None = None
@@ -137,10 +147,7 @@ def test_up_serves_health_and_seeded_candles_refuses_a_second_instance_and_stops
         assert max(delays) <= 2.0, delays
         # The banner follows the same /health; a SIGTERM before it is an interrupted start-up
         # (exit 130).
-        deadline = time.monotonic() + 60
-        while "kisray is up" not in (tmp_path / "up.log").read_text():
-            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
-            time.sleep(0.5)
+        _wait_for_banner(tmp_path / "up.log")
         started = _descendants(proc.pid) + _postgres_on(tmp_path / "data" / "pg")
         assert _postgres_on(tmp_path / "data" / "pg"), "embedded postgres should be running"
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
@@ -195,25 +202,87 @@ def test_up_serves_health_and_seeded_candles_refuses_a_second_instance_and_stops
         assert after.returncode == 1 and "not running" in after.stderr
 
 
-def test_a_killed_up_takes_its_ray_head_and_simulator_with_it(tmp_path: Path) -> None:
-    """SIGKILL gives kisray up no chance to clean up; its children must still go. (The
-    embedded PostgreSQL stays by design: the next start finds and reuses it.)"""
+def _replica(up_pid: int) -> psutil.Process:
+    """This stack's Serve replica: among the descendants of its `kisray up` (the Ray head's
+    workers), never another stack's on a shared machine."""
+    for proc in _descendants(up_pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.cmdline()[:1] and "ServeReplica:" in proc.cmdline()[0]:
+                return proc
+    raise AssertionError(f"no ServeReplica: process under pid {up_pid}")
+
+
+@contextlib.contextmanager
+def _clients(port: int) -> Iterator[None]:
+    """Two subscribed WebSocket clients and a keep-alive HTTP client: connections the server
+    side closes first when it goes, which is what left KISRAY_PORT in TIME_WAIT (issue 15)."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(2):
+            # close_timeout: at the end the server may be gone, with no close frame to wait for.
+            url = f"ws://127.0.0.1:{port}/ws"
+            ws = stack.enter_context(ws_connect(url, proxy=None, close_timeout=2))
+            ws.send(json.dumps({"op": "subscribe", "channels": ["trade:005930"]}))
+            kinds: list[str] = []  # session, perhaps status, then subscribed
+            while "subscribed" not in kinds:
+                assert len(kinds) < 10, kinds
+                kinds.append(json.loads(ws.recv(timeout=10))["type"])
+        http = stack.enter_context(httpx.Client(timeout=30))
+        for path in ("/health", "/symbols", "/candles/005930?interval=1m&limit=10"):
+            http.get(f"http://127.0.0.1:{port}{path}")
+        yield
+
+
+def test_a_killed_replica_and_a_restart_at_once_keep_the_url_and_a_killed_up_takes_its_children(
+    tmp_path: Path,
+) -> None:
+    """Issue 15, on one start: a SIGKILLed Serve replica answers /health on the same URL again
+    within 10 s; `kisray up` stopped with clients connected starts again at once on the same
+    ports. Then SIGKILL gives the restarted `kisray up` no chance to clean up; its children must
+    still go. (The embedded PostgreSQL stays by design: the next start finds and reuses it.)"""
+    health = "http://127.0.0.1:{}/health"
+    restarted: subprocess.Popen | None = None
     try:
-        with _kisray_up(tmp_path) as (proc, *_):
-            children = [
-                p
-                for p in psutil.Process(proc.pid).children()
-                if any(part.endswith(("/ray", "api.cli")) for part in p.cmdline()[:4])
-            ]
-            assert len(children) == 2, [c.cmdline()[:4] for c in children]  # head, simulator
-            watched = children + [d for c in children for d in _descendants(c.pid)]
-            proc.kill()
-            proc.wait(10)
-            deadline = time.monotonic() + 45
-            while _alive(watched) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert _alive(watched) == []
+        with _kisray_up(tmp_path) as (proc, env, port, _):
+            _wait_for_banner(tmp_path / "up.log")
+            with _clients(port):
+                victim = _replica(proc.pid)
+                victim.kill()
+                recovery = _wait_healthy(health.format(port), proc, timeout=30)
+            print(f"killed replica: /health 200 again after {recovery:.1f} s")
+            assert recovery <= 10, f"the replica took {recovery:.1f} s to answer again"
+            assert _replica(proc.pid).pid != victim.pid
+
+            with _clients(port):
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=90)
+                assert proc.returncode == 0
+                with open(tmp_path / "restart.log", "wb") as log:  # the moment it stopped
+                    restarted = subprocess.Popen(
+                        [KISRAY, "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+                    )
+            try:
+                took = _wait_healthy(health.format(port), restarted, timeout=120)
+            except AssertionError as exc:  # e.g. "KISRAY_PORT: port … is already in use"
+                raise AssertionError(f"{exc}\n{(tmp_path / 'restart.log').read_text()}") from None
+            print(f"restart at once on the same ports: healthy after {took:.1f} s")
+            _wait_for_banner(tmp_path / "restart.log")
+
+        children = [
+            p
+            for p in psutil.Process(restarted.pid).children()
+            if any(part.endswith(("/ray", "api.cli")) for part in p.cmdline()[:4])
+        ]
+        assert len(children) == 2, [c.cmdline()[:4] for c in children]  # head, simulator
+        watched = children + [d for c in children for d in _descendants(c.pid)]
+        restarted.kill()
+        restarted.wait(10)
+        deadline = time.monotonic() + 45
+        while _alive(watched) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _alive(watched) == []
     finally:
+        if restarted is not None and restarted.poll() is None:
+            restarted.kill()
         from engine.db.embedded import EmbeddedPostgres
 
         EmbeddedPostgres(tmp_path / "data").stop()
