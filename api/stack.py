@@ -59,6 +59,9 @@ class RunLock:
 
 
 def ensure_port_free(host: str, port: int, setting: str) -> None:
+    # SO_REUSEADDR, as the servers bind: a previous run's connections in TIME_WAIT don't count,
+    # only a listener. (Linux honours it only if the old listener set it too; for KISRAY_PORT,
+    # api.ingress.bind_with_reuse_addr sees to that.)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
