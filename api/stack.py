@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 SERVE_APP_NAME = "kisray"
 STATE_FILE = "kisray.state.json"  # where a running `kisray up` says where it is
+UPSTREAM_FAILURES_BEFORE_BANNER = 3  # failed KIS connects after which start-up stops waiting
 
 
 class RunLock:
@@ -79,6 +80,7 @@ class Stack:
     migration: MigrationReport | None = None
     _lock: RunLock | None = None
     _embedded: EmbeddedPostgres | None = None
+    _pg_reaper: object = None  # subprocess.Popen of api.pg_reaper
     _ray_head: object = None
     _simulator: object = None
     _serve_started: bool = False
@@ -122,11 +124,26 @@ class Stack:
         else:
             self._embedded = EmbeddedPostgres(self.settings.data_dir)
             self.database_url = self._embedded.start().url
+            self._start_pg_reaper()
         self.migration = asyncio.run(migrate(self.database_url))
         logger.info(
             "database ready: mode %s, schema version %s",
             self.migration.mode,
             self.migration.current_version,
+        )
+
+    def _start_pg_reaper(self) -> None:
+        """A child that stops the embedded database if this process dies without doing so."""
+        import subprocess
+        import sys
+
+        from api.child_process import die_with_parent
+
+        self._pg_reaper = subprocess.Popen(
+            [sys.executable, "-m", "api.pg_reaper", str(self.settings.data_dir)],
+            preexec_fn=die_with_parent,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
         )
 
     def _start_simulator(self) -> None:
@@ -253,9 +270,12 @@ class Stack:
                 )
 
     def _wait_until_healthy(self, timeout_s: float = 90.0) -> None:
-        """Return once our own /health says ok, so the banner means what a tab will find. Each
-        part answering its actor call was not enough: on a loaded machine the replica's first
-        database probe, made by the first /health, could still time out."""
+        """Return once our own /health says ready, so the banner means what a tab will find.
+        Each part answering its actor call was not enough: on a loaded machine the replica's
+        first database probe, made by the first /health, could still time out. An upstream that
+        keeps refusing or cannot be reached is not ours to wait for: after a few failed connects
+        the banner comes with one warning line naming the problem (/health stays 503 until KIS
+        answers)."""
         import time
 
         import httpx
@@ -273,6 +293,16 @@ class Stack:
                 if body.get("status") == "ok":
                     return
                 problems = list(body.get("problems") or [body.get("status")])
+                kis = body.get("kis") or {}
+                if kis.get("state") != "connected" and (
+                    (kis.get("connect_failures") or 0) + (kis.get("in_use_rejections") or 0)
+                    >= UPSTREAM_FAILURES_BEFORE_BANNER
+                ):
+                    logger.warning(
+                        "KIS does not accept us yet; serving stored data meanwhile: %s",
+                        "; ".join(map(str, problems)),
+                    )
+                    return
             time.sleep(0.5)
         logger.warning(
             "/health is not ok %.0f s after the start: %s", timeout_s, "; ".join(map(str, problems))
@@ -347,6 +377,10 @@ class Stack:
             with _logged("stopping the simulator"):
                 self._simulator.stop()
             self._simulator = None
+        if self._pg_reaper is not None:
+            self._pg_reaper.kill()  # we stop the database ourselves, once
+            self._pg_reaper.wait()
+            self._pg_reaper = None
         if self._embedded is not None:
             with _logged("stopping the embedded database"):
                 self._embedded.stop()

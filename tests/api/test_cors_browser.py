@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.api.browser_support import chromium, skip_without_chromium
-from tests.api.isolated_stack import PAGE_ORIGIN, IsolatedStack, isolated_stack
+from tests.api.isolated_stack import PAGE_ORIGIN, IsolatedStack
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -34,14 +34,10 @@ ws.onclose = () => { if (window.probe.socket === null) window.probe.socket = "cl
 
 
 @pytest.fixture(scope="module")
-def iso(
-    serve_url: str,  # deployed first, so it holds the first direct-ingress port
-    serve_proxy_url: str,
-    pytestconfig: pytest.Config,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> IsolatedStack:
+def iso(iso: IsolatedStack) -> IsolatedStack:
+    """The shared isolated stack, only where a browser can drive it."""
     skip_without_chromium()
-    return isolated_stack(serve_proxy_url, pytestconfig, tmp_path_factory)
+    return iso
 
 
 @contextlib.contextmanager

@@ -8,19 +8,9 @@ import time
 import httpx
 import pytest
 
-from tests.api.isolated_stack import SYMBOL, IsolatedStack, isolated_stack
+from tests.api.isolated_stack import SYMBOL, IsolatedStack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def iso(
-    serve_url: str,  # deployed first, so it holds the first direct-ingress port
-    serve_proxy_url: str,
-    pytestconfig: pytest.Config,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> IsolatedStack:
-    return isolated_stack(serve_proxy_url, pytestconfig, tmp_path_factory)
 
 
 PARAMS = {"interval": "5m", "from": "2023-06-12T09:00", "to": "2023-06-12T10:00"}

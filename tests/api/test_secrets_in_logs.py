@@ -10,19 +10,9 @@ import httpx
 import pytest
 
 from engine.logs import configure_logging
-from tests.api.isolated_stack import SYMBOL, IsolatedStack, isolated_stack
+from tests.api.isolated_stack import SYMBOL, IsolatedStack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def iso(
-    serve_url: str,  # deployed first, so it holds the first direct-ingress port
-    serve_proxy_url: str,
-    pytestconfig: pytest.Config,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> IsolatedStack:
-    return isolated_stack(serve_proxy_url, pytestconfig, tmp_path_factory)
 
 
 def _every_log_file(root: Path) -> list[Path]:

@@ -19,19 +19,9 @@ from websockets.sync.client import connect
 
 from api.security import OriginPolicy, bearer_token, is_same_origin, token_matches
 from engine.config import load_settings
-from tests.api.isolated_stack import CORS_ORIGIN, SYMBOL, IsolatedStack, isolated_stack
+from tests.api.isolated_stack import CORS_ORIGIN, SYMBOL, IsolatedStack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def iso(
-    serve_url: str,  # deployed first, so it holds the first direct-ingress port
-    serve_proxy_url: str,
-    pytestconfig: pytest.Config,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> IsolatedStack:
-    return isolated_stack(serve_proxy_url, pytestconfig, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

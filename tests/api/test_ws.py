@@ -388,7 +388,7 @@ async def test_killed_session_actors_heal_for_new_and_open_tabs(live_url: str, v
             started = time.monotonic()
             async with websockets.connect(live_url) as tab:
                 await expect(tab, "session", 2)
-                await tab.send(json.dumps({"op": "subscribe", "channels": ["trade:000660"]}))
+                await tab.send(json.dumps({"op": "subscribe", "channels": ["trade:005930"]}))
                 await expect(tab, "trade", 2 - (time.monotonic() - started))
         await open_tab.send(json.dumps({"op": "subscribe", "channels": ["book:005930"]}))
         subscribed = await expect(open_tab, "subscribed", 5)
