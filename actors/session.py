@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 POOL_NAME = "session-pool"
 NAMESPACE = "kisray"
 RESUME_WAIT_S = 2.0
-PING_TIMEOUT_S = 1.0  # an idle actor that does not answer within this is taken for dead
+PING_TIMEOUT_S = 3.0  # an idle actor that does not answer within this is taken for dead
 CHECK_IDLE_EVERY_S = 5.0
 
 
@@ -105,6 +105,10 @@ class SessionPool:
         # id → (actor, expiry, channels the replica delivered when the socket closed, if told)
         self._parked: dict[str, tuple[object, float, tuple[str, ...] | None]] = {}
         self._released = asyncio.Condition()  # a lease ended: a waiting resume may take it
+        self._idle_ready = asyncio.Condition()  # an actor became idle: a waiting lease may take it
+        # Sessions released before their lease was made (the tab left first) → when, so the
+        # late lease goes straight back to the pool.
+        self._gone_early: dict[str, float] = {}
         self._starting = 0
         self._hold_until = 0.0
         self.started = 0
@@ -120,9 +124,9 @@ class SessionPool:
         try:
             actor = SessionActor.remote(self.limits)
             await actor.ready.remote()
-            if keep:
-                self._idle.append(actor)
             self.started += 1
+            if keep:
+                await self._add_idle(actor)
             return actor
         finally:
             self._starting -= 1
@@ -171,10 +175,16 @@ class SessionPool:
                     kept = tuple(await actor.channels.remote())
             channels = kept or ()
             if not await self._answers(actor):  # it died while parked
-                self.replaced += 1
+                self._discard(actor)
                 actor = await self._fresh_session(channels)
+        elif session_id is not None and session_id in self._leased:
+            # A retried call (the first may have run before its answer was lost): the same lease.
+            return Lease(session_id, self._leased[session_id][0], (), self.limits)
         else:
             actor = await self._take_idle()
+            if session_id is not None and self._gone_early.pop(session_id, None) is not None:
+                await self._recycle(actor)  # its tab left while it waited
+                return Lease(session_id, actor, (), self.limits)
             session_id = session_id or uuid.uuid4().hex
             channels = ()
         self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
@@ -203,13 +213,25 @@ class SessionPool:
         return actor
 
     async def _take_idle(self) -> object:
-        """An idle actor that answers: a dead one (killed, or lost with its node) is dropped."""
-        while self._idle:
-            actor = self._idle.pop()
-            if await self._answers(actor):
-                return actor
-            self.replaced += 1
-        return await self._start_one(keep=False)  # the pool ran dry: pay one start-up
+        """An idle actor that answers: a dead one (killed, or lost with its node) is dropped.
+        When none is idle, start one, but never more than `warm` at a time: a rush of tabs
+        (many of which leave again) waits for the next one ready instead of queueing an actor
+        start each, which kept a 2-core node busy starting actors long after the rush."""
+        while True:
+            while self._idle:
+                actor = self._idle.pop()
+                if await self._answers(actor):
+                    return actor
+                self._discard(actor)
+            if self._starting < max(self.warm, 1):
+                return await self._start_one(keep=False)
+            async with self._idle_ready:
+                await self._idle_ready.wait()
+
+    async def _add_idle(self, actor: object) -> None:
+        self._idle.append(actor)
+        async with self._idle_ready:
+            self._idle_ready.notify()
 
     @staticmethod
     async def _answers(actor: object) -> bool:
@@ -225,7 +247,14 @@ class SessionPool:
         for actor in dead:
             with contextlib.suppress(ValueError):
                 self._idle.remove(actor)
-        self.replaced += len(dead)
+            self._discard(actor)
+
+    def _discard(self, actor: object) -> None:
+        """Drop an actor that did not answer: killed too, since on a busy machine a live one
+        can miss the ping, and a live actor nobody holds would only cost memory."""
+        self.replaced += 1
+        with contextlib.suppress(Exception):
+            ray.kill(actor, no_restart=True)
 
     async def _wait_for_release(self, session_id: str) -> None:
         """A tab that reconnects at once can be faster than its old socket's release (the server
@@ -256,6 +285,7 @@ class SessionPool:
         delivered, in case its actor dies meanwhile), or reset it back into the pool."""
         held = self._leased.pop(session_id, None)
         if held is None:
+            self._gone_early[session_id] = time.monotonic()  # its lease may still be coming
             return
         async with self._released:
             self._released.notify_all()
@@ -268,7 +298,7 @@ class SessionPool:
     async def _recycle(self, actor: object) -> None:
         with contextlib.suppress(RayActorError):
             await actor.reset.remote()
-            self._idle.append(actor)
+            await self._add_idle(actor)
 
     async def sweep(self) -> int:
         now = time.monotonic()
@@ -276,6 +306,7 @@ class SessionPool:
         for sid in expired:
             log.info("session %s: its replica stopped renewing; reclaimed", sid)
             await self._recycle(self._leased.pop(sid)[0])
+        self._gone_early = {s: t for s, t in self._gone_early.items() if now - t < self.lease_s}
         stale = [sid for sid, (_, exp, _) in self._parked.items() if exp <= now]
         for sid in stale:
             await self._recycle(self._parked.pop(sid)[0])
