@@ -25,11 +25,16 @@ from tests.api.test_fault_matrix import Tab
 pytestmark = pytest.mark.slow
 
 REJOIN_LIMIT_S = 60.0
+# kisray's private head is single-node (this flag 0); this cluster is meant to have two.
+MULTI_NODE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
 
 
-def _start_collector_node(head: str, token: Path, log: Path) -> subprocess.Popen:
-    """`ray start` joining `head` as the collector node; every port its own (a second raylet on
-    the same machine must not take the head's defaults)."""
+def _start_collector_node(
+    head: str, token: Path, log: Path, kis: dict[str, str]
+) -> subprocess.Popen:
+    """`ray start` joining `head` as the collector node, with the KIS settings in its
+    environment as an operator gives them to that machine; every port its own (a second raylet
+    on the same machine must not take the head's defaults)."""
     ports = {
         "--node-manager-port": free_port(),
         "--object-manager-port": free_port(),
@@ -37,7 +42,6 @@ def _start_collector_node(head: str, token: Path, log: Path) -> subprocess.Popen
         "--dashboard-agent-listen-port": free_port(),
         "--dashboard-agent-grpc-port": free_port(),
         "--runtime-env-agent-port": free_port(),
-        "--min-worker-port": 0,
     }
     cmd = [
         str(Path(sys.executable).with_name("ray")),
@@ -50,7 +54,8 @@ def _start_collector_node(head: str, token: Path, log: Path) -> subprocess.Popen
         "--disable-usage-stats",
         *(f"{flag}={port}" for flag, port in ports.items()),
     ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"} | local_ray_env(token)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env |= local_ray_env(token) | MULTI_NODE | kis
     with open(log, "ab") as out:
         return subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -71,7 +76,8 @@ def _collector_nodes(head: str, token: Path) -> int:
         "print(json.dumps(sum(1 for n in ray.nodes() if n['Alive'] "
         "and n['Resources'].get('kis_collector'))))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"} | local_ray_env(token)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env |= local_ray_env(token) | MULTI_NODE
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
@@ -94,24 +100,31 @@ def test_losing_the_collector_node_and_its_rejoin(tmp_path: Path, migrated_url: 
     port = free_port()
     node = up = None
     try:
-        head.start({"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
         sim.start()
-        node = _start_collector_node(head.address, token, tmp_path / "node.log")
-        (tmp_path / "home").mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KISRAY_", "RAY_"))}
-        env |= local_ray_env(token) | {
-            "HOME": str(tmp_path / "home"),
-            "KISRAY_DATABASE_URL": migrated_url,
-            "KISRAY_DATA_DIR": str(tmp_path / "data"),
-            "KISRAY_LOG_DIR": str(tmp_path / "logs"),
-            "KISRAY_PORT": str(port),
+        kis = {
             "KISRAY_KIS_ENV": "paper",
             "KISRAY_KIS_APP_KEY": "PStwo-node-app-key-0001",
             "KISRAY_KIS_APP_SECRET": "two-node-app-secret-0002",
             "KISRAY_KIS_WS_URL": f"ws://127.0.0.1:{sim.port}",
             "KISRAY_KIS_REST_URL": f"http://127.0.0.1:{sim.port}",
-            "KISRAY_SEED_HISTORY_DAYS": "0",
         }
+        head.start(MULTI_NODE | kis)
+        node = _start_collector_node(head.address, token, tmp_path / "node.log", kis)
+        (tmp_path / "home").mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KISRAY_", "RAY_"))}
+        env |= (
+            local_ray_env(token)
+            | MULTI_NODE
+            | {
+                "HOME": str(tmp_path / "home"),
+                "KISRAY_DATABASE_URL": migrated_url,
+                "KISRAY_DATA_DIR": str(tmp_path / "data"),
+                "KISRAY_LOG_DIR": str(tmp_path / "logs"),
+                "KISRAY_PORT": str(port),
+                "KISRAY_SEED_HISTORY_DAYS": "0",
+            }
+            | kis
+        )
         with open(tmp_path / "up.log", "wb") as log:
             up = subprocess.Popen(
                 [KISRAY, "up", "--profile", "production", "--address", head.address],
@@ -143,7 +156,7 @@ def test_losing_the_collector_node_and_its_rejoin(tmp_path: Path, migrated_url: 
                             break
                         await asyncio.sleep(0.5)
                 rejoined = await asyncio.to_thread(
-                    _start_collector_node, head.address, token, tmp_path / "node.log"
+                    _start_collector_node, head.address, token, tmp_path / "node.log", kis
                 )
                 moment = time.monotonic()
                 new = [Tab(ws_url) for _ in range(2)]
