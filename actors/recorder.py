@@ -29,6 +29,7 @@ from pathlib import Path
 
 import ray
 
+from actors.probe import probe
 from engine.chart import parse_symbol
 from engine.config import get_settings
 from engine.db.candles import MinuteBar
@@ -326,11 +327,4 @@ def recorder_actor(database_url: str | None = None, **options: object):
 
 async def recorder_health(timeout_s: float = 1.0) -> dict:
     """The running Recorder's health (its write backlog included) for GET /health."""
-    try:
-        handle = ray.get_actor(RECORDER_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return {"state": "not_started"}
-    try:
-        return await asyncio.wait_for(handle.health.remote(), timeout_s)
-    except (TimeoutError, ray.exceptions.RayError) as exc:
-        return {"state": "unreachable", "error": type(exc).__name__}
+    return await probe(RECORDER_NAME, "health", timeout_s)

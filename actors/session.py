@@ -242,8 +242,9 @@ class SessionPool:
 
     async def _check_idle(self) -> None:
         """Drop idle actors that died, so the pool refills instead of handing them out."""
-        alive = await asyncio.gather(*(self._answers(a) for a in self._idle))
-        dead = [a for a, ok in zip(list(self._idle), alive, strict=True) if not ok]
+        idle = list(self._idle)  # taken or added while the pings are out: judged next time
+        alive = await asyncio.gather(*(self._answers(a) for a in idle))
+        dead = [a for a, ok in zip(idle, alive, strict=True) if not ok]
         for actor in dead:
             with contextlib.suppress(ValueError):
                 self._idle.remove(actor)

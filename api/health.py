@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-import ray
 
+from actors.probe import NOT_STARTED, UNREACHABLE, probe
 from actors.recorder import recorder_health
 from actors.session import POOL_NAME as SESSION_POOL_NAME
 from engine.config import Settings
@@ -25,7 +25,6 @@ from engine.health import aggregate_lag_seconds, judge
 logger = logging.getLogger(__name__)
 
 KIS_SOCKET_NAME = "kis-socket"
-NAMESPACE = "kisray"
 PART_TIMEOUT_S = 2.0
 
 PoolGetter = Callable[[], Awaitable[asyncpg.Pool]]
@@ -80,15 +79,9 @@ async def _database(get_pool: PoolGetter) -> tuple[dict, dict | None]:
 async def kis_health(settings: Settings) -> dict:
     """The KIS socket actor's state and counters, or "not_started" when there is none."""
     base = {"env": settings.kis_env, "ws_url": settings.ws_url, "rest_url": settings.rest_url}
-    try:
-        handle = ray.get_actor(KIS_SOCKET_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return base | {"state": "not_started", "registrations": 0}
-    try:
-        stats = await asyncio.wait_for(handle.stats.remote(), PART_TIMEOUT_S)
-    except (TimeoutError, ray.exceptions.RayError) as exc:
-        return base | {"state": "unreachable", "registrations": 0, "error": type(exc).__name__}
-    stats = dict(stats)
+    stats = await probe(KIS_SOCKET_NAME, "stats", PART_TIMEOUT_S)
+    if stats.get("state") in (NOT_STARTED, UNREACHABLE):
+        return base | {"registrations": 0} | stats
     stats.pop("ws_url", None)  # the configured one above is what operators compare against
     return base | stats
 
@@ -96,15 +89,8 @@ async def kis_health(settings: Settings) -> dict:
 async def _sessions() -> dict:
     """The session pool's counts, "not_started" without one, "unreachable" if it does not answer
     (it restarts within seconds when its process dies)."""
-    try:
-        pool = ray.get_actor(SESSION_POOL_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return {"state": "not_started"}
-    try:
-        stats = await asyncio.wait_for(pool.stats.remote(), PART_TIMEOUT_S)
-    except (TimeoutError, ray.exceptions.RayError) as exc:
-        return {"state": "unreachable", "error": type(exc).__name__}
-    return {"state": "ok", **stats}
+    stats = await probe(SESSION_POOL_NAME, "stats", PART_TIMEOUT_S)
+    return stats if "state" in stats else {"state": "ok", **stats}
 
 
 def _hub_stats() -> dict:

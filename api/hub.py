@@ -602,17 +602,17 @@ async def replica_hub(source: object | None = None, pool: object | None = None) 
     global _hub
     async with _hub_lock:
         if _hub is None:
-            resolve_pool = None
-            if pool is None:
-                pool = await asyncio.to_thread(replica_session_pool)
-                resolve_pool = replica_session_pool
             resolve = None
             if source is None:
 
                 def resolve() -> object:
                     return ray.get_actor(SOCKET_ACTOR, namespace=NAMESPACE)
 
-                source = resolve()
+                source = resolve()  # raises first, before anything else is looked up
+            resolve_pool = None
+            if pool is None:
+                pool = await asyncio.to_thread(replica_session_pool)
+                resolve_pool = replica_session_pool
             settings = get_settings()
             budget = settings.ws_frame_budget
             if not serves_directly():

@@ -145,6 +145,11 @@ async def _kill(stack: Stack, class_name: str) -> float:
     return time.monotonic()
 
 
+async def _drop(stack: Stack) -> float:
+    await stack.sim_fault(kind="drop")
+    return time.monotonic()
+
+
 async def _stall(stack: Stack) -> float:
     await stack.sim_fault(kind="stall", seconds=20)
     await asyncio.sleep(17)
@@ -184,16 +189,11 @@ FAULTS: list[tuple[str, Callable[[Stack], Awaitable[float]]]] = [
     ("session pool killed", lambda s: _kill(s, "SessionPool")),
     ("all session actors killed", lambda s: _kill(s, "SessionActor")),
     ("Serve replica killed", lambda s: _kill(s, f"ServeReplica:{SERVE_APP}:KisrayIngress")),
-    ("upstream dropped", lambda s: _drop(s)),
+    ("upstream dropped", _drop),
     ("upstream stalled 20 s", _stall),
     ("upstream refused twice (OPSP8996)", _refusal),
     ("database stopped 10 s", _database_stop),
 ]
-
-
-async def _drop(stack: Stack) -> float:
-    await stack.sim_fault(kind="drop")
-    return time.monotonic()
 
 
 async def _settle(stack: Stack, moment: float) -> float | None:
