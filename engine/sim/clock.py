@@ -1,10 +1,11 @@
 """The simulator's market clock: KST trading time, possibly faster than real time.
 
 By default the present is mapped into a trading session so a new user always sees a live
-market: inside 09:00–15:30 on a weekday the clock shows the real time, otherwise a weekday
-and a time inside the continuous session. From there it runs at `speed`, rolling from the
-15:30 closing print to 09:00 of the next weekday. `real_hours` follows the real KRX clock
-(and is closed outside sessions). Tests pin `start` and drive it with `reset`.
+market: on a weekday from 09:00 until an hour before the closing call (14:20) the clock shows
+the real time, otherwise a weekday and a time at least an hour before the closing call. From
+there it runs at `speed`, rolling from the 15:30 closing print to 09:00 of the next weekday.
+`real_hours` follows the real KRX clock (and is closed outside sessions). Tests pin `start`
+and drive it with `reset`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from engine.sim import krx
 # A session is [09:00:00, 15:30:00] inclusive: the extra second is the closing print.
 _SESSION_LEN = krx.CLOSE_SECOND - krx.OPEN_SECOND + 1
 _CONTINUOUS_LEN = krx.CONTINUOUS_END_SECOND - krx.OPEN_SECOND
+# The default clock leaves at least this much continuous trading ahead: the closing call
+# (15:20–15:30) has no trades, and a stack started just before it would look dead.
+LIVE_HEADROOM_S = 3600
+_MAPPED_LEN = _CONTINUOUS_LEN - LIVE_HEADROOM_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +43,12 @@ def map_into_session(now_kst: datetime) -> tuple[date, int]:
     """The trading (date, second) the default clock shows for a real KST instant."""
     d = now_kst.date()
     sec = now_kst.hour * 3600 + now_kst.minute * 60 + now_kst.second
-    in_session = krx.OPEN_SECOND <= sec <= krx.CLOSE_SECOND
-    if krx.is_trading_day(d) and in_session:
+    live_ahead = krx.OPEN_SECOND <= sec < krx.OPEN_SECOND + _MAPPED_LEN
+    if krx.is_trading_day(d) and live_ahead:
         return d, sec
     if not krx.is_trading_day(d):
         d = krx.previous_trading_day(d)
-    return d, krx.OPEN_SECOND + sec % _CONTINUOUS_LEN
+    return d, krx.OPEN_SECOND + sec % _MAPPED_LEN
 
 
 class SimClock:
