@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import ray
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 POOL_NAME = "session-pool"
 NAMESPACE = "kisray"
 RESUME_WAIT_S = 2.0
+# A resume can come before the old socket's lease was even made (a new tab gets its id at once
+# and its actor in the background, which takes an actor start on a busy node).
+PENDING_WAIT_S = 10.0
 PING_TIMEOUT_S = 3.0  # an idle actor that does not answer within this is taken for dead
 CHECK_IDLE_EVERY_S = 5.0
 
@@ -106,9 +110,10 @@ class SessionPool:
         self._parked: dict[str, tuple[object, float, tuple[str, ...] | None]] = {}
         self._released = asyncio.Condition()  # a lease ended: a waiting resume may take it
         self._idle_ready = asyncio.Condition()  # an actor became idle: a waiting lease may take it
-        # Sessions released before their lease was made (the tab left first) → when, so the
-        # late lease goes straight back to the pool.
-        self._gone_early: dict[str, float] = {}
+        # Sessions released before their lease or replacement was made (the tab left first)
+        # → (when, park, channels), so the late actor is parked for a resume or recycled.
+        self._gone_early: dict[str, tuple[float, bool, tuple[str, ...] | None]] = {}
+        self._pending: set[str] = set()  # replacements under way: a resume waits for them
         self._starting = 0
         self._hold_until = 0.0
         self.started = 0
@@ -180,13 +185,26 @@ class SessionPool:
         elif session_id is not None and session_id in self._leased:
             # A retried call (the first may have run before its answer was lost): the same lease.
             return Lease(session_id, self._leased[session_id][0], (), self.limits)
+        elif session_id is not None:  # the tab has its id: it may leave while we wait
+            async with self._making(session_id):
+                actor = await self._take_idle()
+                if await self._settle_gone(session_id, actor):
+                    return Lease(session_id, actor, (), self.limits)
+                return self._lease(session_id, actor, replica_id, client_id, ())
         else:
             actor = await self._take_idle()
-            if session_id is not None and self._gone_early.pop(session_id, None) is not None:
-                await self._recycle(actor)  # its tab left while it waited
-                return Lease(session_id, actor, (), self.limits)
-            session_id = session_id or uuid.uuid4().hex
+            session_id = uuid.uuid4().hex
             channels = ()
+        return self._lease(session_id, actor, replica_id, client_id, channels)
+
+    def _lease(
+        self,
+        session_id: str,
+        actor: object,
+        replica_id: str,
+        client_id: str,
+        channels: tuple[str, ...],
+    ) -> Lease:
         self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
         actor.open.remote(client_id)  # bookkeeping only: the new tab does not wait for it
         self._ensure_tasks()  # refill behind the lease, not in front of it
@@ -200,11 +218,42 @@ class SessionPool:
             with contextlib.suppress(RayActorError):
                 ray.kill(held[0])  # dead or not, it is no longer this session's
         self.replaced += 1
-        actor = await self._fresh_session(tuple(channels))
-        self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
+        async with self._making(session_id):
+            actor = await self._fresh_session(tuple(channels))
+            if await self._settle_gone(session_id, actor):
+                return Lease(session_id, actor, (), self.limits)
+            self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
         self._ensure_tasks()
         log.info("session %s: its actor was lost; replaced", session_id)
         return Lease(session_id, actor, (), self.limits)
+
+    @contextlib.asynccontextmanager
+    async def _making(self, session_id: str) -> AsyncIterator[None]:
+        """An actor is being made for this id: a resume of it waits until it is leased, parked
+        or recycled (or its making failed)."""
+        self._pending.add(session_id)
+        try:
+            yield
+        finally:
+            self._pending.discard(session_id)
+            async with self._released:
+                self._released.notify_all()
+
+    async def _settle_gone(self, session_id: str, actor: object) -> bool:
+        """If the socket closed while its actor was being made: park the actor as its release
+        asked (or reset it) and say so."""
+        gone = self._gone_early.pop(session_id, None)
+        if gone is None:
+            return False
+        _, park, channels = gone
+        if park and self.park_s > 0:
+            if channels:
+                with contextlib.suppress(RayActorError):
+                    await actor.replace.remote(list(channels))
+            self._parked[session_id] = (actor, time.monotonic() + self.park_s, channels)
+        else:
+            await self._recycle(actor)
+        return True
 
     async def _fresh_session(self, channels: tuple[str, ...]) -> object:
         actor = await self._take_idle()
@@ -261,6 +310,9 @@ class SessionPool:
         """A tab that reconnects at once can be faster than its old socket's release (the server
         notices the close a moment later): give that release a moment before starting afresh."""
         with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PENDING_WAIT_S), self._released:
+                await self._released.wait_for(lambda: session_id not in self._pending)
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(RESUME_WAIT_S), self._released:
                 await self._released.wait_for(lambda: session_id not in self._leased)
 
@@ -286,7 +338,9 @@ class SessionPool:
         delivered, in case its actor dies meanwhile), or reset it back into the pool."""
         held = self._leased.pop(session_id, None)
         if held is None:
-            self._gone_early[session_id] = time.monotonic()  # its lease may still be coming
+            # Its lease or replacement may still be coming: settled when it does.
+            kept = tuple(channels) if channels is not None else None
+            self._gone_early[session_id] = (time.monotonic(), park, kept)
             return
         async with self._released:
             self._released.notify_all()
@@ -307,7 +361,9 @@ class SessionPool:
         for sid in expired:
             log.info("session %s: its replica stopped renewing; reclaimed", sid)
             await self._recycle(self._leased.pop(sid)[0])
-        self._gone_early = {s: t for s, t in self._gone_early.items() if now - t < self.lease_s}
+        self._gone_early = {
+            s: gone for s, gone in self._gone_early.items() if now - gone[0] < self.lease_s
+        }
         stale = [sid for sid, (_, exp, _) in self._parked.items() if exp <= now]
         for sid in stale:
             await self._recycle(self._parked.pop(sid)[0])

@@ -62,3 +62,19 @@ async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
     assert fresh.session_id != lease.session_id and fresh.channels == ()
     assert await fresh.session.channels.remote() == []  # whichever actor it is, it was reset
     ray.kill(pool)
+
+
+async def test_a_socket_closed_during_its_replacement_resumes_its_session(
+    ray_cluster: None,
+) -> None:
+    """The pool restarted (or the actor died) and the tab left while its replacement was still
+    starting: the release waits for it, and a resume gets the session and its channels."""
+    pool = SessionPool.remote(warm=0, lease_s=10.0, park_s=10.0)
+    replacing = pool.adopt.remote("tab-1", "replica-a", ["trade:005930"])
+    await pool.release.remote("tab-1", True, ("trade:005930", "book:005930"))
+    resumed = await pool.acquire.remote("client-1b", "replica-a", "tab-1")
+    await replacing
+    assert resumed.session_id == "tab-1"
+    assert resumed.channels == ("trade:005930", "book:005930")
+    assert await resumed.session.channels.remote() == ["trade:005930", "book:005930"]
+    ray.kill(pool)
