@@ -179,19 +179,27 @@ class Hub:
         self._note_candle_demand()
         await self._release([c.registration for c in channels])
 
-    async def subscribe(self, outbox: Outbox, channels: list[Channel]) -> None:
-        """Start delivering `channels` to the socket (the session actor validated them)."""
+    async def subscribe(
+        self, outbox: Outbox, channels: list[Channel], ack: str | None = None
+    ) -> None:
+        """Start delivering `channels` to the socket. `ack` (the client's `subscribed` message)
+        goes out once the upstream took the channels and before any of their data."""
+        candles = [c for c in channels if c.kind == CANDLE]
+        if candles:
+            await self._refresh_current_bars(candles)
         async with self._lock:
             regs = [c.registration for c in channels if c not in self.index.channels_of(outbox)]
             new = [r for r in dict.fromkeys(regs) if self._regs[r] == 0]
             if new:
                 await self._subscribe_upstream(new)  # may raise the limit
             self._regs.update(regs)
+            # In one step, so the client reads: the ack, the current bars, then updates.
+            if ack is not None:
+                outbox.offer(None, ack)
+            self._offer_current_bars(outbox, candles)
             self.index.subscribe(outbox, channels)
-        candles = [c for c in channels if c.kind == CANDLE]
         if candles:
             self._note_candle_demand()
-            await self._send_current_bars(outbox, candles)
 
     async def _subscribe_upstream(self, new: list[Registration]) -> None:
         """Subscribe at the socket actor; if it was replaced or forgot us since the last pull,
@@ -316,8 +324,8 @@ class Hub:
         self.recorder, self.candle_source = None, "trades"
         return False
 
-    async def _send_current_bars(self, outbox: Outbox, channels: list[Channel]) -> None:
-        """The forming bar at once for a new candle subscription, as the recorder has it now.
+    async def _refresh_current_bars(self, channels: list[Channel]) -> None:
+        """The forming bars a new candle subscription starts with, as the recorder has them now.
 
         Not the bar held here from earlier subscribers: while no candle channel is wanted the
         long-poll stops, so that one may be minutes old. The recorder's `forming_bars()` counts
@@ -337,6 +345,15 @@ class Hub:
                 bar = bars.get(symbol)
                 if bar is not None and newer_bar(self.forming.get(symbol), bar):
                     self.forming[symbol] = bar
+        # Coarser bars from the candle service's own forming bar, not the recorder's newer one:
+        # that one may already be the next minute while the minute before is not written yet,
+        # and rolled over the database it would lose that minute (less volume than /candles).
+        coarse = [c for c in channels if c.interval != MINUTE_INTERVAL]
+        for symbol in dict.fromkeys(c.symbol for c in coarse):
+            await self._roll_up(symbol, None, [c for c in coarse if c.symbol == symbol])
+
+    def _offer_current_bars(self, outbox: Outbox, channels: list[Channel]) -> None:
+        """Each candle channel's newest bar held here (refreshed just before)."""
         for channel in channels:
             if channel.interval != MINUTE_INTERVAL:
                 continue
@@ -347,17 +364,11 @@ class Hub:
                 latest = self.window.latest_candle(channel.symbol)
             if latest is not None:
                 outbox.offer(channel, latest)
-        # Coarser bars from the candle service's own forming bar, not the recorder's newer one:
-        # that one may already be the next minute while the minute before is not written yet,
-        # and rolled over the database it would lose that minute (less volume than /candles).
-        coarse = [c for c in channels if c.interval != MINUTE_INTERVAL]
-        for symbol in dict.fromkeys(c.symbol for c in coarse):
-            mine = [c for c in coarse if c.symbol == symbol]
-            await self._roll_up(symbol, None, mine)
-            for channel in mine:
+        for channel in channels:
+            if channel.interval != MINUTE_INTERVAL:
                 held = self.live.get(channel)
                 if held is not None:
-                    outbox.offer(channel, candle_message(symbol, held, channel.interval))
+                    outbox.offer(channel, candle_message(channel.symbol, held, channel.interval))
 
     async def _roll_up(
         self, symbol: str, bar: dict | None, channels: list[Channel]

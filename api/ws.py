@@ -239,15 +239,17 @@ class ClientSocket:
             added = held = self.state.channels()
         else:
             added, held = self.state.subscribe(names)
-        if added:
-            try:
-                await self.hub.subscribe(self.outbox, list(parse_channels(added)))
-            except Exception:
-                self.state.unsubscribe(added)  # keep the session truthful
-                raise
-            if not resumed:
-                self._to_actor.put_nowait(("subscribe", added))
-        self.outbox.offer(None, encode({"type": "subscribed", "channels": held}))
+        ack = encode({"type": "subscribed", "channels": held})
+        if not added:
+            self.outbox.offer(None, ack)
+            return
+        try:
+            await self.hub.subscribe(self.outbox, list(parse_channels(added)), ack)
+        except Exception:
+            self.state.unsubscribe(added)  # keep the session truthful
+            raise
+        if not resumed:
+            self._to_actor.put_nowait(("subscribe", added))
 
 
 async def _hub_when_ready() -> Hub:

@@ -67,6 +67,26 @@ async def test_subscribe_receives_only_its_trades_and_pongs(live_url: str) -> No
         await next_of(ws, "pong")
 
 
+async def test_subscribed_comes_before_any_data_of_the_channels_it_adds(live_url: str) -> None:
+    """Channels another tab already streams deliver at once; the ack still leads them."""
+    channels = ["trade:005930", "book:005930", "candle:005930:1m"]
+    async with websockets.connect(live_url) as first:
+        await next_of(first, "session")
+        await first.send(json.dumps({"op": "subscribe", "channels": channels}))
+        await next_of(first, "subscribed", within=30.0)
+        await next_of(first, "trade", within=15)
+        for _ in range(3):
+            async with websockets.connect(live_url) as tab:
+                await next_of(tab, "session")
+                await tab.send(json.dumps({"op": "subscribe", "channels": channels}))
+                async with asyncio.timeout(10):
+                    before = []
+                    while (message := json.loads(await tab.recv()))["type"] != "subscribed":
+                        before.append(message["type"])
+                assert message["channels"] == channels
+                assert not {"trade", "book", "candle"} & set(before), before
+
+
 async def test_bad_messages_get_errors_and_the_socket_stays_open(live_url: str) -> None:
     async with websockets.connect(live_url) as ws:
         await next_of(ws, "session")
@@ -281,18 +301,19 @@ async def test_candle_channels_at_any_interval_start_at_rest_and_never_step_back
 ) -> None:
     """What a chart does: `setData` from /candles, then `update()` from /ws at 1m and 5m. The
     first message is never older than the bar /candles just returned, a channel never steps back,
-    and the 5m bar is the one /candles shows for the same forming minute."""
+    and the 5m bar is the one /candles shows for the same forming minute. (Its own symbol: the
+    replica still holds the earlier test's recorder's bar of 005930 for the current minute.)"""
     url = make_database()
     await migrate(url)
     recorder = Recorder.options(
         name="recorder",
         namespace="kisray",
         runtime_env={"env_vars": {"KISRAY_RECORDER_FLUSH_S": "2"}},
-    ).remote(url, ["005930"], state_dir=str(tmp_path / "recorder"))  # pushes to `candles`
+    ).remote(url, ["035420"], state_dir=str(tmp_path / "recorder"))  # pushes to `candles`
 
     async def rest_live(http: httpx.AsyncClient, interval: str) -> dict | None:
         params = {"interval": interval, "limit": 1}
-        response = await http.get(f"{serve_url}/candles/005930", params=params)
+        response = await http.get(f"{serve_url}/candles/035420", params=params)
         if response.status_code != 200:
             return None
         (row,) = response.json()["candles"][-1:]
@@ -312,7 +333,7 @@ async def test_candle_channels_at_any_interval_start_at_rest_and_never_step_back
                 shown = {i: await rest_live(http, i) for i in ("1m", "5m")}
                 async with websockets.connect(live_url) as ws:
                     await next_of(ws, "session", within=30)  # the first may wait for the pool
-                    channels = ["candle:005930:1m", "candle:005930:5m"]
+                    channels = ["candle:035420:1m", "candle:035420:5m"]
                     await ws.send(json.dumps({"op": "subscribe", "channels": channels}))
                     subscribed = await next_of(ws, "subscribed", within=30)
                     assert subscribed["channels"] == channels
@@ -337,7 +358,7 @@ async def test_candle_channels_at_any_interval_start_at_rest_and_never_step_back
     finally:
         ray.kill(recorder, no_restart=True)
         candles = ray.get_actor("candles", namespace="kisray")
-        await candles.update_forming_bar.remote("005930", None)
+        await candles.update_forming_bar.remote("035420", None)
 
 
 def _kill_actor_processes(class_name: str) -> int:
