@@ -1,8 +1,8 @@
 """CandleActor: serves candle series (aggregates + gap fill + the live forming bar).
 
-A thin shell over `engine.chart.ChartService`: it owns the asyncpg pool, the trading calendar's
-per-year cache and the latest forming 1-minute bar of each symbol (pushed by the recorder through
-`update_forming_bar`). One named, detached instance per cluster; the API finds it by name.
+A thin shell over `engine.candles.service.ChartService`: it owns the asyncpg pool, the trading
+calendar's per-year cache and the latest forming 1-minute bar of each symbol (pushed by the recorder
+through `update_forming_bar`). One named, detached instance per cluster; the API finds it by name.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import time
 
 import ray
 
-from engine.calendar import get_calendar
-from engine.chart import CandleQuery, ChartService, FormingBar, parse_symbol
+from engine.candles.clock import MarketClock
+from engine.candles.service import CandleQuery, ChartService, FormingBar, parse_symbol
 from engine.config import get_settings
-from engine.db.pool import create_pool
+from engine.domain.calendar import get_calendar
+from engine.domain.intervals import parse_interval
 from engine.errors import DatabaseUnavailableError
-from engine.intervals import parse_interval
 from engine.logs import configure_from_settings
-from engine.market_clock import MarketClock
+from engine.storage.pool import create_pool
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""MaintenanceActor: runs engine.db.maintenance.StorageMaintenance once per cluster.
+"""MaintenanceActor: runs engine.storage.maintenance.StorageMaintenance once per cluster.
 
 Aggregate self-refresh (freshness) every minute and retention every hour, against the configured
 database. One named, detached instance per cluster (`kisray up` starts it in every profile); a
@@ -14,11 +14,11 @@ import logging
 import ray
 
 from engine.config import get_settings
-from engine.db.maintenance import StorageMaintenance
-from engine.db.pool import create_pool
-from engine.db.retention import RetentionPolicy
 from engine.errors import DatabaseUnavailableError
 from engine.logs import configure_from_settings
+from engine.storage.maintenance import StorageMaintenance
+from engine.storage.pool import create_pool
+from engine.storage.retention import RetentionPolicy
 
 logger = logging.getLogger(__name__)
 

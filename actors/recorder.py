@@ -1,8 +1,8 @@
 """Recorder: the KIS socket's trades → 1-minute candles in `market_candles`, and the live bar.
 
-A thin Ray shell over `engine.ingest.RecorderCore`. It registers as a consumer of the KIS socket
-actor, subscribes H0STCNT0 for its symbols (configured, plus `add_symbols`/`remove_symbols`, kept
-in a file under the data directory so a restart keeps them), pulls micro-batches, and every
+A thin Ray shell over `engine.recorder.core.RecorderCore`. It registers as a consumer of the KIS
+socket actor, subscribes H0STCNT0 for its symbols (configured, plus `add_symbols`/`remove_symbols`,
+kept in a file under the data directory so a restart keeps them), pulls micro-batches, and every
 `KISRAY_RECORDER_FLUSH_S` writes the closed bars (with per-symbol checkpoints) in one upsert.
 
 It owns each symbol's forming bar and publishes it: to the CandleActor (`update_forming_bar`),
@@ -12,8 +12,8 @@ Restarts (`max_restarts=-1`): `__init__` runs again, writes what the previous pr
 restores the checkpoints and re-subscribes, so no volume is counted twice.
 
 Repairs: a third task asks the core every second to repair the minutes it did not see whole
-from the KIS minute chart (engine/repair.py), with its own REST client at the recorder's share
-of the rate limit.
+from the KIS minute chart (engine/recorder/repair.py), with its own REST client at the
+recorder's share of the rate limit.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from pathlib import Path
 import ray
 
 from actors.probe import probe
-from engine.chart import parse_symbol
+from engine.candles.service import parse_symbol
+from engine.candles.store import MinuteBar
 from engine.config import get_settings
-from engine.db.candles import MinuteBar
 from engine.errors import DatabaseUnavailableError, UnknownConsumerError, UpstreamUnavailableError
-from engine.ingest import RecorderCore
 from engine.kis.registry import Registration
 from engine.kis.rest import KisRestClient, credentials, repair_rate
 from engine.kis.tr import TRADE
 from engine.logs import configure_from_settings
+from engine.recorder.core import RecorderCore
 
 logger = logging.getLogger(__name__)
 

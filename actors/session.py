@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayActorError
 
-from engine.session_state import SessionLimits, SessionState
+from engine.live.session_state import SessionLimits, SessionState
 
 DEFAULT_LIMITS = SessionLimits()
 
@@ -59,7 +59,7 @@ class Lease:
 @ray.remote(num_cpus=0, max_concurrency=1)
 class SessionActor:
     """The durable copy of one client's session; the replica applies ops first, with the same
-    rules (engine.session_state), and sends them here in order."""
+    rules (engine.live.session_state), and sends them here in order."""
 
     def __init__(self, limits: SessionLimits | None = None) -> None:
         self.state = SessionState(limits)

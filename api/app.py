@@ -46,12 +46,12 @@ from api.schemas import (
     install_plain_parameters,
 )
 from api.ws import install_ws_routes
-from engine.chart import parse_symbol
+from engine.candles.clock import MarketClock
+from engine.candles.service import parse_symbol
 from engine.config import get_settings
-from engine.db.pool import create_pool
 from engine.errors import DatabaseUnavailableError, NoDataFoundError
 from engine.logs import configure_from_settings
-from engine.market_clock import MarketClock
+from engine.storage.pool import create_pool
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from functools import lru_cache
 
-from engine.calendar import KST_OFFSET, get_calendar
-from engine.chart import CandleQuery, build_query
+from engine.candles.service import CandleQuery, build_query
 from engine.config import Settings
-from engine.intervals import SUPPORTED_RESOLUTIONS, parse_resolution
-from engine.krx import SYMBOL_NAMES, variable_tick_size
+from engine.domain.calendar import KST_OFFSET, get_calendar
+from engine.domain.intervals import SUPPORTED_RESOLUTIONS, parse_resolution
+from engine.domain.krx import SYMBOL_NAMES, variable_tick_size
 
 EXCHANGE = "KRX"
 TIMEZONE = "Asia/Seoul"
@@ -119,7 +119,7 @@ def _plus_minute(t: dt_time) -> str:
 
 
 def symbol_name(code: str, stored: str | None) -> str:
-    """The stored name, else the built-in master's (engine.krx), else the code."""
+    """The stored name, else the built-in master's (engine.domain.krx), else the code."""
     return stored or SYMBOL_NAMES.get(code) or code
 
 

@@ -22,9 +22,9 @@ from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
-from engine.db.pool import CONNECTION_ERRORS
 from engine.errors import DatabaseUnavailableError, KisrayError
 from engine.logs import current_request_id
+from engine.storage.pool import CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from actors.probe import NOT_STARTED, UNREACHABLE, probe
 from actors.recorder import recorder_health
 from actors.session import POOL_NAME as SESSION_POOL_NAME
 from engine.config import Settings
-from engine.db.freshness import check_freshness
-from engine.db.health import DatabaseHealth, check_database
-from engine.db.pool import CONNECTION_ERRORS
 from engine.errors import DatabaseUnavailableError
 from engine.health import aggregate_lag_seconds, judge
+from engine.storage.freshness import check_freshness
+from engine.storage.health import DatabaseHealth, check_database
+from engine.storage.pool import CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)
 

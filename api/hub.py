@@ -5,8 +5,8 @@ exactly one pull in flight, sent as soon as the previous batch arrives; the sock
 it no sooner than a window after that batch. So batches arrive in order, the in-flight count is 1
 whatever the number of clients, and the request's trip overlaps the window. Each window is
 rendered once per channel
-(engine.channels.WindowCoalescer) and appended to the subscribed sockets' outboxes
-(engine.fanout). Ray calls per second are therefore about 1/window per replica, not per client.
+(engine.live.channels.WindowCoalescer) and appended to the subscribed sockets' outboxes
+(engine.live.fanout). Ray calls per second are therefore about 1/window per replica, not per client.
 
 Candles come from the recorder, which owns every symbol's forming bar (the one REST /candles
 serves as "live"): while some socket of the replica holds a `candle:SYMBOL:*` channel, a separate
@@ -43,7 +43,10 @@ import ray
 
 from actors.session import Lease, session_pool
 from api.ingress import serves_directly
-from engine.channels import (
+from engine.config import get_settings
+from engine.errors import UnknownConsumerError
+from engine.kis.registry import Registration
+from engine.live.channels import (
     CANDLE,
     MINUTE_INTERVAL,
     Channel,
@@ -52,10 +55,7 @@ from engine.channels import (
     encode,
     newer_bar,
 )
-from engine.config import get_settings
-from engine.errors import UnknownConsumerError
-from engine.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
-from engine.kis.registry import Registration
+from engine.live.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
 
 log = logging.getLogger(__name__)
 

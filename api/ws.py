@@ -24,11 +24,11 @@ from actors.session import Lease
 from api import chart_library
 from api.hub import Hub, replica_hub
 from api.security import bearer_token, token_matches
-from engine.channels import encode, parse_channels
 from engine.config import get_settings
 from engine.errors import BadRequestError, KisrayError, NoDataFoundError, UnauthorizedError
-from engine.fanout import Outbox
-from engine.session_state import SessionLimits, SessionState
+from engine.live.channels import encode, parse_channels
+from engine.live.fanout import Outbox
+from engine.live.session_state import SessionLimits, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def check_access(websocket: WebSocket) -> None:
 class ClientSocket:
     """One connected client: its reader, its writer, its session state and its lease.
 
-    The socket applies a client's ops itself, with the session's rules (engine.session_state),
+    The socket applies a client's ops itself, with the session's rules (engine.live.session_state),
     so a tab never waits on an actor; `_keep_session` sends them in order to the session actor,
     which holds the copy a resume (or another replica) reads. A lost actor or pool is replaced
     behind the tab's back."""

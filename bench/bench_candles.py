@@ -3,8 +3,8 @@ roll-up/fill, JSON by polars) against the same filled series computed in SQL alo
 (generate_series session grid + a LATERAL last close per filled bucket, json_agg), same run,
 same database, same connection pool.
 
-Loads 1 year of SYNTHETIC 1-minute candles for 20 symbols (engine.sample_data) into a private
-embedded PostgreSQL under a temporary directory, which it removes at the end.
+Loads 1 year of SYNTHETIC 1-minute candles for 20 symbols (engine.history.sample_data) into a
+private embedded PostgreSQL under a temporary directory, which it removes at the end.
 
 Run: .venv/bin/python bench/bench_candles.py [--symbols 20] [--year 2024] [--runs 60]
 """
@@ -25,13 +25,13 @@ import asyncpg
 import numpy as np
 import polars as pl
 
-from engine.calendar import get_calendar
-from engine.chart import ChartService, build_query
-from engine.db.embedded import EmbeddedPostgres
-from engine.db.migrate import migrate
-from engine.db.pool import create_pool
-from engine.intervals import Interval, parse_interval
-from engine.sample_data import synthetic_minute_bars
+from engine.candles.service import ChartService, build_query
+from engine.domain.calendar import get_calendar
+from engine.domain.intervals import Interval, parse_interval
+from engine.history.sample_data import synthetic_minute_bars
+from engine.storage.embedded import EmbeddedPostgres
+from engine.storage.migrate import migrate
+from engine.storage.pool import create_pool
 
 DAY = 86_400
 # name → (interval, span in seconds of the requested range)
@@ -95,7 +95,7 @@ FROM filled WHERE carry IS NOT NULL
 """
 
 
-# Same buckets as engine.db.candles: UTC-aligned, the daily bar by KST date stamped 00:00 UTC.
+# Same buckets as engine.candles.store: UTC-aligned, the daily bar by KST date stamped 00:00 UTC.
 _AGGREGATES = (
     ("market_candles_5m", "5 minutes", "0 hours"),
     ("market_candles_15m", "15 minutes", "0 hours"),

@@ -97,9 +97,9 @@ def run_baseline(port: int, sim_port: int) -> None:
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket, WebSocketDisconnect
 
-    from engine.channels import WindowCoalescer, encode, parse_channels
     from engine.kis.connection import ConnectionConfig
     from engine.kis.feed import KisFeed
+    from engine.live.channels import WindowCoalescer, encode, parse_channels
 
     clients: dict[WebSocket, frozenset] = {}
     tasks: list[asyncio.Task[None]] = []
@@ -494,8 +494,8 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
     """
     import tempfile
 
+    from api.cli.ray_head import ensure_auth_token, use_local_ray_env
     from api.ingress import direct_ingress_env
-    from api.ray_head import ensure_auth_token, use_local_ray_env
 
     # A token of the run's own, as `kisray up` does: nothing read from or written to HOME.
     use_local_ray_env(ensure_auth_token(Path(tempfile.mkdtemp(prefix="bench-ray-"))))

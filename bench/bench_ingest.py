@@ -26,12 +26,12 @@ from pathlib import Path
 
 import psutil
 
-from engine.bars import BarBuilder
-from engine.db.embedded import EmbeddedPostgres
-from engine.db.migrate import migrate
-from engine.ingest import RecorderCore
 from engine.kis.records import Trade
 from engine.kis.timeconv import kst_to_utc
+from engine.recorder.builder import BarBuilder
+from engine.recorder.core import RecorderCore
+from engine.storage.embedded import EmbeddedPostgres
+from engine.storage.migrate import migrate
 
 SYMBOLS = tuple(f"{100000 + i * 10:06d}" for i in range(10))
 MINUTES_PER_DAY = 381

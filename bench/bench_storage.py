@@ -24,10 +24,10 @@ from pathlib import Path
 
 import asyncpg
 
-from engine.db.migrate import migrate
-from engine.db.pool import connect
-from engine.loader import load_minute_frame
-from engine.sample_data import synthetic_minute_bars
+from engine.history.loader import load_minute_frame
+from engine.history.sample_data import synthetic_minute_bars
+from engine.storage.migrate import migrate
+from engine.storage.pool import connect
 
 SYMBOLS = tuple(f"{n:06d}" for n in range(100, 120))
 YEAR = (date(2025, 1, 1), date(2025, 12, 31))
@@ -125,7 +125,7 @@ def main() -> None:
     if url:
         result = asyncio.run(run(url))
     else:
-        from engine.db.embedded import EmbeddedPostgres
+        from engine.storage.embedded import EmbeddedPostgres
 
         with tempfile.TemporaryDirectory(prefix="kisray-bench-") as tmp:
             server = EmbeddedPostgres(Path(tmp))

@@ -20,9 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from api.cli.ray_head import ensure_auth_token, use_local_ray_env
 from api.ingress import direct_ingress_env
-from api.ray_head import ensure_auth_token, use_local_ray_env
-from engine.db.embedded import EmbeddedPostgres, EmbeddedStatus
+from engine.storage.embedded import EmbeddedPostgres, EmbeddedStatus
 from tests.timescale_server import TimescaleServer, find_unavailable_reason
 
 # Ray reads these at import time: keep the test cluster on loopback, with token auth and a token
@@ -182,7 +182,7 @@ def _run_in_thread(coro) -> None:
 @pytest.fixture(scope="session")
 def migrated_url(pg_server: EmbeddedStatus) -> str:
     """The session database (`kisray`) with every migration applied."""
-    from engine.db.migrate import migrate
+    from engine.storage.migrate import migrate
 
     _run_in_thread(migrate(pg_server.url))
     return pg_server.url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from engine.krx import tick_size  # the simulator's callers use krx.tick_size
+from engine.domain.krx import tick_size  # the simulator's callers use krx.tick_size
 
 OPEN_SECOND = 9 * 3600  # 09:00:00 KST, opening auction print
 CONTINUOUS_END_SECOND = 15 * 3600 + 20 * 60  # 15:20 closing call starts: no trades until 15:30

@@ -10,11 +10,11 @@ import pytest
 import ray
 
 from actors.candles import CandleActor
-from engine.chart import build_query
-from engine.db.candles import MinuteBar, upsert_minute_bars
-from engine.db.migrate import migrate
+from engine.candles.service import build_query
+from engine.candles.store import MinuteBar, upsert_minute_bars
 from engine.errors import BadRequestError, NoDataFoundError
-from engine.sample_data import synthetic_minute_bars
+from engine.history.sample_data import synthetic_minute_bars
+from engine.storage.migrate import migrate
 
 SYMBOL = "035420"
 

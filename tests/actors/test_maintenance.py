@@ -10,9 +10,9 @@ import asyncpg
 import ray
 
 from actors.maintenance import start_maintenance
-from engine.db.candles import upsert_minute_bars
-from engine.db.migrate import migrate
-from engine.sample_data import synthetic_minute_bars
+from engine.candles.store import upsert_minute_bars
+from engine.history.sample_data import synthetic_minute_bars
+from engine.storage.migrate import migrate
 
 
 async def _prepare(url: str) -> None:

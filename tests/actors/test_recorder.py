@@ -15,9 +15,9 @@ import pytest
 import ray
 
 from actors.recorder import Recorder
-from engine.db.migrate import migrate
 from engine.kis.timeconv import kst_to_utc
 from engine.sim import krx
+from engine.storage.migrate import migrate
 from tests.actors.recorder_support import feed_actor
 from tests.engine.conftest import running_sim
 

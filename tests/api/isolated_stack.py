@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine.db.embedded import EmbeddedPostgres
+from engine.storage.embedded import EmbeddedPostgres
 from tests.conftest import free_port
 
 APP_NAME = "kisray-iso"
@@ -62,9 +62,9 @@ def _run(coro) -> None:
 
 
 async def _prepare(url: str) -> None:
-    from engine.db.candles import upsert_minute_bars
-    from engine.db.migrate import migrate
-    from engine.sample_data import synthetic_minute_bars
+    from engine.candles.store import upsert_minute_bars
+    from engine.history.sample_data import synthetic_minute_bars
+    from engine.storage.migrate import migrate
 
     await migrate(url)
     conn = await asyncpg.connect(url)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from api.sim_process import SimulatorProcess
+from api.cli.sim_process import SimulatorProcess
 from tests.api.browser_support import chromium, skip_without_chromium
 from tests.api.ws_support import kill_socket_actor, start_socket_actor
 from tests.conftest import free_port

@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from engine.db.candles import refresh_aggregates, upsert_minute_bars
-from engine.sample_data import synthetic_minute_bars
+from engine.candles.store import refresh_aggregates, upsert_minute_bars
+from engine.history.sample_data import synthetic_minute_bars
 
 # Codes no other test uses, in a month nobody else loads.
 SYMBOL, OTHER = "900100", "900110"

@@ -10,8 +10,8 @@ import pytest
 
 from api.candles_routes import udf_config, udf_search, udf_symbol_info
 from engine.config import load_settings
-from engine.intervals import parse_resolution
-from engine.krx import SYMBOL_NAMES, TICK_TABLE, TOP_TICK, tick_size
+from engine.domain.intervals import parse_resolution
+from engine.domain.krx import SYMBOL_NAMES, TICK_TABLE, TOP_TICK, tick_size
 from engine.sim.market import DEFAULT_INSTRUMENTS
 
 FIRST_2024 = 1704067200  # 2024-01-01 00:00 UTC: the symbol's first candle

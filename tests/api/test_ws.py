@@ -16,9 +16,9 @@ import ray
 import websockets
 
 from actors.recorder import Recorder
+from api.cli.sim_process import SimulatorProcess
 from api.hub import RENEW_EVERY_S
-from api.sim_process import SimulatorProcess
-from engine.db.migrate import migrate
+from engine.storage.migrate import migrate
 from tests.api.ws_support import kill_socket_actor, start_socket_actor
 from tests.conftest import free_port
 

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import pytest
 
 from api.hub import Hub
-from engine.channels import CANDLE, TRADE, Channel
-from engine.fanout import Outbox
 from engine.kis.delivery import Batch
 from engine.kis.records import Trade
+from engine.live.channels import CANDLE, TRADE, Channel
+from engine.live.fanout import Outbox
 
 T0 = datetime(2025, 3, 12, 1, 0, 0, tzinfo=UTC)
 CANDLE_A = Channel(CANDLE, "005930", "1m")

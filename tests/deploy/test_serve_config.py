@@ -13,7 +13,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from api.app import HEALTH_CHECK_PERIOD_S, MAX_ONGOING_REQUESTS
-from api.stack import SERVE_APP_NAME
+from api.cli.stack import SERVE_APP_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "serve_config.yaml"

@@ -3,7 +3,7 @@ of the committed deploy/serve_config.yaml, then /health, then the node stops cle
 
 The head runs in its own session with `--block`, so terminating that one process stops exactly
 this cluster (never `ray stop`: it would stop every Ray cluster on the machine). Every port is a
-free one and the node stays on loopback, with a token of its own (api.ray_head.local_ray_env).
+free one and the node stays on loopback, with a token of its own (api.cli.ray_head.local_ray_env).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from api.ray_head import ensure_auth_token, local_ray_env
+from api.cli.ray_head import ensure_auth_token, local_ray_env
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow

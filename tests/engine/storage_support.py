@@ -11,7 +11,7 @@ import asyncpg
 import polars as pl
 import pytest
 
-from engine.db.migrate import migrate
+from engine.storage.migrate import migrate
 
 # The TimescaleDB server starts on first use (tests/conftest.py: timescale_url).
 BACKENDS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.db.freshness import FreshnessReport, JobState
 from engine.health import aggregate_lag_seconds, judge
+from engine.storage.freshness import FreshnessReport, JobState
 
 UP = {"reachable": True, "mode": "postgres"}
 FRESH = {"aggregates": {"5m": {"behind": False, "refresh_failing": False}}, "jobs": []}
