@@ -13,6 +13,7 @@ import time
 
 import ray
 
+from actors.names import CANDLES, NAMESPACE
 from engine.candles.clock import MarketClock
 from engine.candles.service import CandleQuery, ChartService, FormingBar, parse_symbol
 from engine.config import get_settings
@@ -24,8 +25,6 @@ from engine.storage.pool import create_pool
 
 logger = logging.getLogger(__name__)
 
-CANDLE_ACTOR_NAME = "candles"
-NAMESPACE = "kisray"
 POOL_SIZE = 8
 
 
@@ -131,9 +130,9 @@ class CandleActor:
 
 
 def candle_actor(database_url: str | None = None):
-    """The cluster's CandleActor, created on first use (namespace "kisray", name "candles")."""
+    """The cluster's CandleActor, created on first use (actors.names.CANDLES)."""
     return CandleActor.options(
-        name=CANDLE_ACTOR_NAME,
+        name=CANDLES,
         namespace=NAMESPACE,
         get_if_exists=True,
         lifetime="detached",

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
+from actors.names import COLLECTOR_RESOURCE, KIS_SOCKET, NAMESPACE
 from engine.config import Settings, load_settings
 from engine.errors import ConfigError
 from engine.kis.connection import ConnectionConfig
@@ -41,9 +42,6 @@ from engine.logs import configure_from_settings
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "kis-socket"
-NAMESPACE = "kisray"
-COLLECTOR_RESOURCE = "kis_collector"
 # A fraction, not 1: the node advertises one unit and both the socket actor and the recorder
 # must fit on it. Any positive demand pins the actor to a node that has the resource.
 COLLECTOR_SHARE = 0.01
@@ -253,7 +251,7 @@ def get_or_create_kis_socket(profile: Profile = "local", **overrides: Any):
     Ray in the clear.
     """
     options: dict[str, Any] = {
-        "name": SOCKET_NAME,
+        "name": KIS_SOCKET,
         "namespace": NAMESPACE,
         "lifetime": "detached",
         "get_if_exists": True,

@@ -13,6 +13,7 @@ import logging
 
 import ray
 
+from actors.names import MAINTENANCE, NAMESPACE
 from engine.config import get_settings
 from engine.errors import DatabaseUnavailableError
 from engine.logs import configure_from_settings
@@ -22,8 +23,6 @@ from engine.storage.retention import RetentionPolicy
 
 logger = logging.getLogger(__name__)
 
-MAINTENANCE_NAME = "maintenance"
-NAMESPACE = "kisray"
 RETRY_S = 5.0
 
 
@@ -79,7 +78,7 @@ class MaintenanceActor:
 def start_maintenance(database_url: str | None = None, **actor_options: object):
     """Get or create the cluster's MaintenanceActor (its loop starts with it)."""
     options: dict[str, object] = {
-        "name": MAINTENANCE_NAME,
+        "name": MAINTENANCE,
         "namespace": NAMESPACE,
         "get_if_exists": True,
         "lifetime": "detached",

@@ -6,7 +6,8 @@ import asyncio
 
 import ray
 
-NAMESPACE = "kisray"
+from actors.names import NAMESPACE
+
 NOT_STARTED = "not_started"
 UNREACHABLE = "unreachable"
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import ray
 
+from actors.names import CANDLES, KIS_SOCKET, NAMESPACE, RECORDER, find
 from actors.probe import probe
 from engine.candles.service import parse_symbol
 from engine.candles.store import MinuteBar
@@ -42,10 +43,6 @@ from engine.recorder.core import RecorderCore
 
 logger = logging.getLogger(__name__)
 
-RECORDER_NAME = "recorder"
-NAMESPACE = "kisray"
-KIS_SOCKET_NAME = "kis-socket"
-CANDLE_ACTOR_NAME = "candles"
 RETRY_S = 1.0
 REPAIR_POLL_S = 1.0
 
@@ -69,9 +66,9 @@ class Recorder:
         database_url: str | None = None,
         symbols: Iterable[str] | None = None,
         *,
-        socket_name: str = KIS_SOCKET_NAME,
-        consumer_id: str = RECORDER_NAME,
-        candle_actor_name: str | None = CANDLE_ACTOR_NAME,
+        socket_name: str = KIS_SOCKET,
+        consumer_id: str = RECORDER,
+        candle_actor_name: str | None = CANDLES,
         state_dir: str | None = None,
         rest_url: str | None = None,
     ) -> None:
@@ -172,7 +169,7 @@ class Recorder:
         waited = False
         while True:
             try:
-                socket = ray.get_actor(self._socket_name, namespace=NAMESPACE)
+                socket = find(self._socket_name)
                 await socket.register.remote(self._consumer_id)
                 regs = [Registration(TRADE, s) for s in self._symbols]
                 if regs:
@@ -266,7 +263,7 @@ class Recorder:
         if self._candle_actor_name is None:
             return
         try:
-            candles = ray.get_actor(self._candle_actor_name, namespace=NAMESPACE)
+            candles = find(self._candle_actor_name)
         except ValueError:
             return  # no CandleActor in this cluster (yet)
         calls = [candles.update_forming_bar.remote(s, bar) for s, bar in bars.items()]
@@ -314,9 +311,9 @@ class Recorder:
 
 
 def recorder_actor(database_url: str | None = None, **options: object):
-    """The cluster's Recorder, created on first use (namespace "kisray", name "recorder")."""
+    """The cluster's Recorder, created on first use (actors.names.RECORDER)."""
     actor_options: dict[str, object] = {
-        "name": RECORDER_NAME,
+        "name": RECORDER,
         "namespace": NAMESPACE,
         "get_if_exists": True,
         "lifetime": "detached",
@@ -327,4 +324,4 @@ def recorder_actor(database_url: str | None = None, **options: object):
 
 async def recorder_health(timeout_s: float = 1.0) -> dict:
     """The running Recorder's health (its write backlog included) for GET /health."""
-    return await probe(RECORDER_NAME, "health", timeout_s)
+    return await probe(RECORDER, "health", timeout_s)

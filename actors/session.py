@@ -28,14 +28,13 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayActorError
 
+from actors.names import NAMESPACE, SESSION_POOL
 from engine.live.session_state import SessionLimits, SessionState
 
 DEFAULT_LIMITS = SessionLimits()
 
 log = logging.getLogger(__name__)
 
-POOL_NAME = "session-pool"
-NAMESPACE = "kisray"
 RESUME_WAIT_S = 2.0
 # A resume can come before the old socket's lease was even made (a new tab gets its id at once
 # and its actor in the background, which takes an actor start on a busy node).
@@ -399,5 +398,5 @@ class SessionPool:
 def session_pool(warm: int = 8, **options: object):
     """The named pool, created on first use (detached: it outlives the replica that made it)."""
     return SessionPool.options(
-        name=POOL_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+        name=SESSION_POOL, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote(warm, **options)

@@ -9,21 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import ray
 from fastapi import Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 from ray import serve
 
-from actors.candles import NAMESPACE, candle_actor
+from actors.candles import candle_actor
+from actors.names import find
 from api import metrics
-from api.candles_routes import (
-    candle_query,
-    udf_config,
-    udf_query,
-    udf_search,
-    udf_symbol_info,
-)
+from api.candles_routes import candle_query, udf_config, udf_query, udf_search, udf_symbol_info
 from api.errors import install_error_handlers
 from api.health import snapshot
 from api.ingress import (
@@ -125,7 +119,7 @@ class KisrayIngress:
             if self._candle_actor_name is None:
                 self._candle_actor = candle_actor()
             else:
-                self._candle_actor = ray.get_actor(self._candle_actor_name, namespace=NAMESPACE)
+                self._candle_actor = find(self._candle_actor_name)
         return self._candle_actor
 
     async def _get_pool(self):

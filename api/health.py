@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from actors.names import KIS_SOCKET, SESSION_POOL
 from actors.probe import NOT_STARTED, UNREACHABLE, probe
 from actors.recorder import recorder_health
-from actors.session import POOL_NAME as SESSION_POOL_NAME
 from engine.config import Settings
 from engine.errors import DatabaseUnavailableError
 from engine.health import aggregate_lag_seconds, judge
@@ -24,7 +24,6 @@ from engine.storage.pool import CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)
 
-KIS_SOCKET_NAME = "kis-socket"
 PART_TIMEOUT_S = 2.0
 
 PoolGetter = Callable[[], Awaitable[asyncpg.Pool]]
@@ -79,7 +78,7 @@ async def _database(get_pool: PoolGetter) -> tuple[dict, dict | None]:
 async def kis_health(settings: Settings) -> dict:
     """The KIS socket actor's state and counters, or "not_started" when there is none."""
     base = {"env": settings.kis_env, "ws_url": settings.ws_url, "rest_url": settings.rest_url}
-    stats = await probe(KIS_SOCKET_NAME, "stats", PART_TIMEOUT_S)
+    stats = await probe(KIS_SOCKET, "stats", PART_TIMEOUT_S)
     if stats.get("state") in (NOT_STARTED, UNREACHABLE):
         return base | {"registrations": 0} | stats
     stats.pop("ws_url", None)  # the configured one above is what operators compare against
@@ -89,7 +88,7 @@ async def kis_health(settings: Settings) -> dict:
 async def _sessions() -> dict:
     """The session pool's counts, "not_started" without one, "unreachable" if it does not answer
     (it restarts within seconds when its process dies)."""
-    stats = await probe(SESSION_POOL_NAME, "stats", PART_TIMEOUT_S)
+    stats = await probe(SESSION_POOL, "stats", PART_TIMEOUT_S)
     return stats if "state" in stats else {"state": "ok", **stats}
 
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 import ray
 
+from actors.names import find_candles, find_kis_socket, find_recorder
 from actors.session import Lease, session_pool
 from api.ingress import serves_directly
 from engine.config import get_settings
@@ -59,17 +60,13 @@ from engine.live.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
 
 log = logging.getLogger(__name__)
 
-SOCKET_ACTOR = "kis-socket"
-NAMESPACE = "kisray"
 PULL_WAIT_S = 1.0
 RENEW_EVERY_S = 3.0
 SPARE_LEASES = 2  # sessions a replica leases ahead of its next sockets
 PROXY_FRAME_BUDGET = 1000.0  # frames per second when clients come through Serve's proxy
-RECORDER_ACTOR = "recorder"
 FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
 RECORDER_RECHECK_S = 5.0
 RECORDER_CALL_TIMEOUT_S = 2.0
-CANDLES_ACTOR = "candles"
 RECOVER_RETRY_S = 0.2  # how often a hub asks a restarting socket actor again
 POOL_WAIT_S = 10.0  # how long a pool call waits for a lost pool to come back
 POOL_RETRY_S = 0.05
@@ -591,11 +588,11 @@ class Hub:
 
 
 def _find_recorder() -> object:
-    return ray.get_actor(RECORDER_ACTOR, namespace=NAMESPACE)
+    return find_recorder()
 
 
 def _find_candles() -> object:
-    return ray.get_actor(CANDLES_ACTOR, namespace=NAMESPACE)
+    return find_candles()
 
 
 _hub: Hub | None = None
@@ -617,7 +614,7 @@ async def replica_hub(source: object | None = None, pool: object | None = None) 
             if source is None:
 
                 def resolve() -> object:
-                    return ray.get_actor(SOCKET_ACTOR, namespace=NAMESPACE)
+                    return find_kis_socket()
 
                 source = resolve()  # raises first, before anything else is looked up
             resolve_pool = None

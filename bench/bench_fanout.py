@@ -505,15 +505,16 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
     import ray
     from ray import serve
 
+    from actors.names import NAMESPACE, SERVE_APP
     from actors.session import session_pool
     from api.app import build_app
     from tests.api.ws_support import kill_socket_actor, start_socket_actor
 
     serve_port = free_port()
-    ray.init(address="local", namespace="kisray", include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-        serve.run(build_app(), name="kisray", route_prefix="/")
+        serve.run(build_app(), name=SERVE_APP, route_prefix="/")
         upstream = start_socket_actor(f"ws://127.0.0.1:{sim_port}", f"http://127.0.0.1:{sim_port}")
         port = direct if ingress == "direct" else serve_port
         url = f"ws://127.0.0.1:{port}/ws?batch=1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from actors.names import COLLECTOR_ACTOR_OPTIONS, COLLECTOR_RESOURCE
 from engine.config import Settings
 from engine.errors import ConfigError
 
@@ -16,10 +17,8 @@ logger = logging.getLogger(__name__)
 
 # The custom resource only the collector node advertises (`ray start --resources=...`); the KIS
 # socket actor and the recorder request one unit, so Ray can place them nowhere else.
-COLLECTOR_RESOURCE = "kis_collector"
 # The node advertises one unit; each collector actor asks for a sliver of it, so both the KIS
 # socket actor and the recorder fit there and nowhere else.
-COLLECTOR_ACTOR_OPTIONS = {"resources": {COLLECTOR_RESOURCE: 0.01}}
 
 PRODUCTION_KIS_ENVS = ("paper", "real")
 

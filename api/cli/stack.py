@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actors.names import NAMESPACE, SEED_HISTORY, SERVE_APP
 from engine.config import Settings
 from engine.errors import AlreadyRunningError, ConfigError, KisrayError, StartupError
 from engine.storage.embedded import EmbeddedPostgres
@@ -24,7 +25,6 @@ from engine.storage.migrate import MigrationReport, migrate
 
 logger = logging.getLogger(__name__)
 
-SERVE_APP_NAME = "kisray"
 STATE_FILE = "kisray.state.json"  # where a running `kisray up` says where it is
 UPSTREAM_FAILURES_BEFORE_BANNER = 3  # failed KIS connects after which start-up stops waiting
 
@@ -187,7 +187,7 @@ class Stack:
         try:
             ray.init(
                 address=address,
-                namespace="kisray",
+                namespace=NAMESPACE,
                 runtime_env={"env_vars": env_vars},
                 log_to_driver=False,
                 configure_logging=False,
@@ -220,7 +220,7 @@ class Stack:
         else:  # a cluster started without it: its Serve proxy is the entry point
             serve.start(http_options={"host": self.settings.host, "port": self.settings.port})
         self._serve_started = True
-        serve.run(build_app(), name=SERVE_APP_NAME, route_prefix="/", blocking=False)
+        serve.run(build_app(), name=SERVE_APP, route_prefix="/", blocking=False)
 
     def _start_maintenance(self) -> None:
         with _logged("starting storage maintenance"):
@@ -239,7 +239,7 @@ class Stack:
             threading.Thread(
                 target=seed_demo_history,
                 args=(settings, self.database_url, rest_url),
-                name="seed-history",
+                name=SEED_HISTORY,
                 daemon=True,
             ).start()
         with _logged("starting the KIS socket actor"):
@@ -339,7 +339,7 @@ class Stack:
                 if self._ray_head is not None:
                     serve.shutdown()
                 else:
-                    serve.delete(SERVE_APP_NAME)
+                    serve.delete(SERVE_APP)
             self._serve_started = False
         if self.recorder is not None and self._ray_head is None:
             with _logged("stopping the recorder"):

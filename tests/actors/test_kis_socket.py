@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import ray
 
-from actors.kis_socket import NAMESPACE, SOCKET_NAME, get_or_create_kis_socket
+from actors.kis_socket import get_or_create_kis_socket
+from actors.names import KIS_SOCKET, NAMESPACE
 from engine.errors import SubscriptionLimitError, UnknownConsumerError
 from engine.kis import BOOK
 
@@ -37,11 +38,11 @@ def wait_for(predicate: Callable[[], object], within_s: float = 30.0, what: str 
 
 def kill_socket_actor() -> None:
     with contextlib.suppress(ValueError):
-        ray.kill(ray.get_actor(SOCKET_NAME, namespace=NAMESPACE), no_restart=True)
+        ray.kill(ray.get_actor(KIS_SOCKET, namespace=NAMESPACE), no_restart=True)
 
     def gone() -> bool:
         try:
-            ray.get_actor(SOCKET_NAME, namespace=NAMESPACE)
+            ray.get_actor(KIS_SOCKET, namespace=NAMESPACE)
         except ValueError:
             return True
         return False
@@ -78,7 +79,7 @@ class PushConsumer:
         self.symbols: Counter[str] = Counter()
         self.statuses: list[str] = []
         self.registrations = 0
-        self.socket = ray.get_actor(SOCKET_NAME, namespace=NAMESPACE)
+        self.socket = ray.get_actor(KIS_SOCKET, namespace=NAMESPACE)
         await self._register()
         self._task = asyncio.create_task(self._heartbeat())
 
@@ -152,7 +153,7 @@ def test_every_caller_gets_the_one_detached_actor(socket_factory, threaded_sim_f
         stats = ray.get(second.stats.remote())
         assert stats["ws_url"] == sim.ws_url and stats["state"] == "connected"
         named = ray.util.list_named_actors(all_namespaces=True)
-        assert {"name": SOCKET_NAME, "namespace": NAMESPACE} in named
+        assert {"name": KIS_SOCKET, "namespace": NAMESPACE} in named
         info = ray._private.state.actors(first._actor_id.hex())
         assert info["IsDetached"] is True
 

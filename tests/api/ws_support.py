@@ -7,12 +7,13 @@ import time
 
 import ray
 
-from actors.kis_socket import NAMESPACE, SOCKET_NAME, get_or_create_kis_socket
+from actors.kis_socket import get_or_create_kis_socket
+from actors.names import KIS_SOCKET, NAMESPACE
 
 
 def kill_socket_actor() -> None:
     with contextlib.suppress(ValueError):
-        ray.kill(ray.get_actor(SOCKET_NAME, namespace=NAMESPACE), no_restart=True)
+        ray.kill(ray.get_actor(KIS_SOCKET, namespace=NAMESPACE), no_restart=True)
 
 
 def start_socket_actor(ws_url: str, rest_url: str):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from actors.names import SERVE_APP
 from api.app import HEALTH_CHECK_PERIOD_S, MAX_ONGOING_REQUESTS
-from api.cli.stack import SERVE_APP_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "serve_config.yaml"
@@ -28,7 +28,7 @@ def raw() -> dict:
 def test_validates_with_serves_schema(raw: dict) -> None:
     config = ServeDeploySchema.model_validate(raw)
     [application] = config.applications
-    assert application.name == SERVE_APP_NAME
+    assert application.name == SERVE_APP
     assert application.route_prefix == "/"
     [ingress] = application.deployments
     assert ingress.name == "KisrayIngress"

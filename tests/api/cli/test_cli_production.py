@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from api.cli.collector import COLLECTOR_ACTOR_OPTIONS, require_kis_credentials
+from actors.names import COLLECTOR_ACTOR_OPTIONS
+from api.cli.collector import require_kis_credentials
 from engine.config import load_settings
 from engine.errors import ConfigError
 
