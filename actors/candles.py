@@ -15,10 +15,11 @@ import ray
 
 from actors.names import CANDLES, NAMESPACE
 from engine.candles.clock import MarketClock
-from engine.candles.service import CandleQuery, ChartService, FormingBar, parse_symbol
+from engine.candles.service import CandleQuery, ChartService, FormingBar
 from engine.config import get_settings
 from engine.domain.calendar import get_calendar
 from engine.domain.intervals import parse_interval
+from engine.domain.symbols import parse_symbol
 from engine.errors import DatabaseUnavailableError
 from engine.logs import configure_from_settings
 from engine.storage.pool import create_pool

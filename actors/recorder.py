@@ -31,9 +31,9 @@ import ray
 
 from actors.names import CANDLES, KIS_SOCKET, NAMESPACE, RECORDER, find
 from actors.probe import probe
-from engine.candles.service import parse_symbol
 from engine.candles.store import MinuteBar
 from engine.config import get_settings
+from engine.domain.symbols import parse_symbol
 from engine.errors import DatabaseUnavailableError, UnknownConsumerError, UpstreamUnavailableError
 from engine.kis.registry import Registration
 from engine.kis.rest import KisRestClient, credentials, repair_rate

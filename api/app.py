@@ -41,8 +41,8 @@ from api.schemas import (
 )
 from api.ws import install_ws_routes
 from engine.candles.clock import MarketClock
-from engine.candles.service import parse_symbol
 from engine.config import get_settings
+from engine.domain.symbols import parse_symbol
 from engine.errors import DatabaseUnavailableError, NoDataFoundError
 from engine.logs import configure_from_settings
 from engine.storage.pool import create_pool

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engine.domain.symbols import is_symbol
 from engine.errors import ConfigError
 
 KisEnv = Literal["sim", "paper", "real"]
@@ -183,10 +184,10 @@ class Settings(BaseSettings):
 
     @field_validator("symbols")
     @classmethod
-    def _six_digit_codes(cls, value: list[str]) -> list[str]:
-        bad = [s for s in value if not (len(s) == 6 and s.isalnum())]
+    def _krx_codes(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not is_symbol(s)]
         if bad:
-            raise ValueError(f"not a 6-character KRX code: {', '.join(bad)}")
+            raise ValueError(f"not a KRX code (like 005930 or Q500001): {', '.join(bad)}")
         return value
 
     @field_validator("session_close")

@@ -334,7 +334,7 @@ def backfill(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from engine.candles.service import parse_symbol
+    from engine.domain.symbols import parse_symbol
     from engine.errors import InvalidRangeError
     from engine.history.backfill import backfill_symbol, kst_today
     from engine.storage.migrate import migrate

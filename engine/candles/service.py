@@ -25,18 +25,16 @@ from engine.candles.gapfill import fill_gaps, mark_unfilled
 from engine.candles.rollup import roll_up
 from engine.domain.calendar import KST_OFFSET, TradingCalendar, daily_stamp
 from engine.domain.intervals import Interval, parse_interval
+from engine.domain.symbols import parse_symbol
 from engine.errors import (
     BadRequestError,
     DatabaseUnavailableError,
     InvalidRangeError,
-    InvalidSymbolError,
     NoDataFoundError,
 )
 
 logger = logging.getLogger(__name__)
 
-# The symbols table's rule: KRX short codes (6 characters; ETNs 7, e.g. Q500001).
-SYMBOL_RE = re.compile(r"^[0-9A-Z]{6,7}$")
 _EPOCH_RE = re.compile(r"^-?\d+(\.\d+)?$")
 # Before this the calendar has no sessions; after it nobody needs candles.
 MIN_TIME = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
@@ -179,12 +177,6 @@ def _presentable(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- request parsing (cheap, no I/O: the routes call these before touching an actor) ----------
-def parse_symbol(text: str) -> str:
-    if not isinstance(text, str) or not SYMBOL_RE.match(text):
-        raise InvalidSymbolError(f"malformed symbol {text!r}: expected a KRX code like 005930")
-    return text
-
-
 def parse_time(text: str | int | float | None, name: str) -> int | None:
     """Epoch seconds or ISO-8601 (naive = KST; a bare date = its KST midnight) → epoch seconds."""
     if text is None or text == "":

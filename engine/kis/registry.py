@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from engine.domain.symbols import is_symbol
 from engine.errors import BadRequestError, SubscriptionLimitError
 from engine.kis import tr
 
@@ -35,7 +36,7 @@ def registration(tr_id: str, tr_key: str) -> Registration:
     if tr_id in tr.NOTICE_TRS:
         ok = 1 <= len(tr_key) <= 16 and not any(c.isspace() for c in tr_key)
     else:
-        ok = 6 <= len(tr_key) <= 7 and tr_key.isascii() and tr_key.isalnum()
+        ok = is_symbol(tr_key)
     if not ok:
         raise BadRequestError(f"invalid key {tr_key!r} for {tr_id}")
     return Registration(tr_id, tr_key)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engine.domain.intervals import parse_interval
+from engine.domain.symbols import is_symbol
 from engine.errors import BadRequestError, InvalidSymbolError
 from engine.kis import tr
 from engine.kis.records import BookSnapshot, Record, Trade
@@ -50,10 +51,6 @@ class Channel:
         return Registration(tr.BOOK if self.kind == BOOK else tr.TRADE, self.symbol)
 
 
-def _valid_symbol(symbol: str) -> bool:
-    return 6 <= len(symbol) <= 7 and symbol.isascii() and symbol.isalnum()
-
-
 def parse_channel(name: object) -> Channel:
     """`"trade:005930"` → Channel; a typed BadRequestError subclass names what is wrong."""
     if not isinstance(name, str) or not name or len(name) > MAX_CHANNEL_NAME:
@@ -66,8 +63,8 @@ def parse_channel(name: object) -> Channel:
     if len(parts) != expected:
         form = "candle:SYMBOL:INTERVAL" if kind == CANDLE else f"{kind}:SYMBOL"
         raise BadRequestError(f"channel {name!r} must look like {form}")
-    symbol = parts[1].upper()
-    if not _valid_symbol(symbol):
+    symbol = parts[1]
+    if not is_symbol(symbol):
         raise InvalidSymbolError(f"invalid symbol {parts[1]!r} in channel {name!r}")
     if kind != CANDLE:
         return Channel(kind, symbol)
