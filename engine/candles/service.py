@@ -140,7 +140,7 @@ class CandleSeries:
             raise NoDataFoundError(f"no candles for {self.symbol} ({self.interval.name}) in range")
 
     def to_json_bytes(self) -> bytes:
-        """The `/candles` response body (contract.md), serialized by polars."""
+        """The `/candles` response body (docs/candles-api.md), serialized by polars."""
         self.require_data()
         head = json.dumps({"symbol": self.symbol, "interval": self.interval.name})[:-1]
         rows = _presentable(self.frame).write_json()

@@ -1,4 +1,4 @@
-"""The simulator's own control API for tests and demos (contract.md): stats and faults."""
+"""The simulator's own control API for tests and demos (docs/kis-simulator.md): stats and faults."""
 
 from __future__ import annotations
 
