@@ -44,7 +44,7 @@ import ray
 from actors.names import find_candles, find_kis_socket, find_recorder
 from actors.session import Lease, session_pool
 from api.ingress import serves_directly
-from engine.config import get_settings
+from engine.config import WS_FRAME_BUDGET, WS_WINDOW_MS, get_settings
 from engine.errors import UnknownConsumerError
 from engine.kis.registry import Registration
 from engine.live.channels import (
@@ -82,9 +82,9 @@ class Hub:
         source: object,
         pool: object | None = None,
         *,
-        window_s: float = 0.02,
+        window_s: float = WS_WINDOW_MS / 1000,
         max_window_s: float = 0.1,
-        frame_budget: float = 1000.0,
+        frame_budget: float = WS_FRAME_BUDGET,
         resolve: Callable[[], object] | None = None,
         resolve_recorder: Callable[[], object] | None = None,
         resolve_candles: Callable[[], object] | None = None,

@@ -5,7 +5,8 @@ state of the other parts (KIS socket, recorder backlog, aggregate lag, the repli
 hub) is sampled when /metrics is scraped, so a scrape costs a few actor calls and one query,
 never a background task. Every name starts with `kisray_`; docs/operations.md lists them.
 
-WebSocket code may count client messages with `WS_CLIENT_MESSAGES.labels(op).inc()`.
+`WS /ws` counts client messages by op in `WS_CLIENT_MESSAGES` (subscribe, unsubscribe, ping,
+other).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 from actors.session import Lease
 from api import chart_library
 from api.hub import Hub, replica_hub
+from api.metrics import WS_CLIENT_MESSAGES
 from api.security import bearer_token, token_matches
 from engine.config import get_settings
 from engine.errors import BadRequestError, KisrayError, NoDataFoundError, UnauthorizedError
@@ -42,6 +43,7 @@ START_RETRY_S = 0.25
 SESSION_RETRY_S = 0.5  # a lease or replacement the pool could not give is asked again
 SESSION_RETRY_MAX_S = 5.0
 CLOSE_SYNC_WAIT_S = 10.0
+CLIENT_OPS = ("subscribe", "unsubscribe", "ping")  # metric labels; anything else is "other"
 BINARY_FRAME = "binary frames are not read: send text frames carrying JSON"
 
 
@@ -220,6 +222,7 @@ class ClientSocket:
         if not isinstance(message, dict):
             raise BadRequestError("a message is a JSON object with an 'op'")
         op = message.get("op")
+        WS_CLIENT_MESSAGES.labels(op if op in CLIENT_OPS else "other").inc()
         if op == "ping":
             self.outbox.offer(None, encode({"type": "pong"}))
         elif op == "subscribe":

@@ -22,6 +22,10 @@ KIS_DEFAULT_URLS: dict[str, tuple[str, str]] = {
     "sim": ("ws://127.0.0.1:8765", "http://127.0.0.1:8765"),
 }
 
+# Fan-out defaults, shared with the hub's constructor so the two cannot drift apart.
+WS_WINDOW_MS = 10.0
+WS_FRAME_BUDGET = 4000.0
+
 DEFAULT_SYMBOLS = ("005930", "000660", "035420", "035720", "005380", "051910")
 
 
@@ -100,7 +104,7 @@ class Settings(BaseSettings):
         default=8, ge=0, le=1000, description="pre-warmed session actors kept idle for new tabs"
     )
     ws_window_ms: float = Field(
-        default=10.0,
+        default=WS_WINDOW_MS,
         ge=1.0,
         le=1000.0,
         description="shortest fan-out window: a replica pulls upstream and writes to each "
@@ -111,7 +115,7 @@ class Settings(BaseSettings):
         description="permessage-deflate on /ws: ~8x fewer bytes for ~0.14 ms CPU per 25 KB frame",
     )
     ws_frame_budget: float = Field(
-        default=4000.0,
+        default=WS_FRAME_BUDGET,
         ge=10.0,
         description="frames per second one replica writes over all its sockets; the window "
         "grows to sockets / budget",

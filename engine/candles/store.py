@@ -384,11 +384,3 @@ async def _refresh_caggs(
                 level.cagg,
                 window_end,
             )
-
-
-async def minute_span(conn: asyncpg.Connection) -> tuple[datetime | None, datetime | None]:
-    """Oldest and newest 1-minute row times."""
-    row = await conn.fetchrow(
-        "SELECT min(ts) AS first, max(ts) AS last FROM market_candles WHERE \"interval\" = '1m'"
-    )
-    return row["first"], row["last"]

@@ -250,12 +250,6 @@ def daily_stamp(ts: int) -> int:
     return (ts + KST_OFFSET) // DAY * DAY
 
 
-def kst_time(text: str) -> time:
-    """'09:00' → time(9, 0); for settings."""
-    hours, _, minutes = text.partition(":")
-    return time(int(hours), int(minutes or 0))
-
-
 @lru_cache(maxsize=8)
 def get_calendar(
     session_open: time = REGULAR_OPEN,
@@ -273,5 +267,4 @@ __all__ = [
     "daily_stamp",
     "get_calendar",
     "kst_date_of",
-    "kst_time",
 ]

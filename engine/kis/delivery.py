@@ -42,13 +42,6 @@ class Batch:
     dropped: int = 0
 
 
-def record_key(tr_id: str, record: Record) -> Registration:
-    """The registration a record belongs to: symbol for quotes, HTS id for notices."""
-    if isinstance(record, ExecutionNotice):
-        return Registration(tr_id, record.customer_id)
-    return Registration(tr_id, record.symbol)
-
-
 class Mailbox:
     """What is waiting for one consumer, its lease, and its in-flight pushes."""
 

@@ -106,6 +106,16 @@ async def test_bad_messages_get_errors_and_the_socket_stays_open(live_url: str) 
         assert (await next_of(ws, "error"))["code"] == "SUBSCRIPTION_LIMIT"
         await ws.send(json.dumps({"op": "ping"}))
         await next_of(ws, "pong")
+    base = live_url.replace("ws://", "http://").removesuffix("/ws")
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = await http.get(f"{base}/metrics")
+    counted = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in metrics.text.splitlines()
+        if line.startswith("kisray_ws_client_messages_total{")
+    }
+    assert counted.get("other", 0) >= 1 and counted.get("ping", 0) >= 1, counted
+    assert counted.get("subscribe", 0) >= 4, counted
 
 
 async def test_a_binary_frame_gets_an_error_and_the_socket_stays_open(live_url: str) -> None:
