@@ -35,7 +35,9 @@ from tests.api.cli.test_cli_up import (
     _wait_healthy,
 )
 
-pytestmark = pytest.mark.slow
+# One stack through eleven faults, a SIGKILL and a restart, then 75 s for the last repairs:
+# about 5 minutes here, more than the suite's per-test default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SYMBOL = "005930"
 TABS = 3
