@@ -132,7 +132,7 @@ class CandleActor:
 
 def candle_actor(database_url: str | None = None):
     """The cluster's CandleActor, created on first use (actors.names.CANDLES)."""
-    return CandleActor.options(
+    return CandleActor.options(  # type: ignore[attr-defined]  # mypy ignores class decorators
         name=CANDLES,
         namespace=NAMESPACE,
         get_if_exists=True,

@@ -91,7 +91,8 @@ class _PushTarget:
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class KisSocketActor:
-    async def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+    # Ray awaits an async actor constructor; plain Python (and so mypy) does not.
+    async def __init__(self, overrides: dict[str, Any] | None = None) -> None:  # type: ignore[misc]
         # On a restart Ray runs this again with the same overrides: a fresh socket, no consumers;
         # live consumers get UnknownConsumerError on their next call and register again.
         settings = load_settings(**(overrides or {}))
@@ -260,4 +261,5 @@ def get_or_create_kis_socket(profile: Profile = "local", **overrides: Any):
     }
     if profile == "production":
         options["resources"] = {COLLECTOR_RESOURCE: COLLECTOR_SHARE}
-    return KisSocketActor.options(**options).remote(overrides or None)
+    # mypy ignores class decorators: ray.remote made KisSocketActor an ActorClass.
+    return KisSocketActor.options(**options).remote(overrides or None)  # type: ignore[attr-defined]

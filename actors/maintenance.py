@@ -28,7 +28,7 @@ RETRY_S = 5.0
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class MaintenanceActor:
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Ray awaits an async actor constructor
         self, database_url: str | None = None, freshness_every_s: float = 60.0
     ) -> None:
         settings = get_settings()
@@ -84,4 +84,5 @@ def start_maintenance(database_url: str | None = None, **actor_options: object):
         "lifetime": "detached",
     }
     options.update(actor_options)
-    return MaintenanceActor.options(**options).remote(database_url)
+    # mypy ignores class decorators: ray.remote made MaintenanceActor an ActorClass.
+    return MaintenanceActor.options(**options).remote(database_url)  # type: ignore[attr-defined]

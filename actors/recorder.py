@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -61,7 +62,7 @@ def bar_dict(bar: MinuteBar) -> dict:
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class Recorder:
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Ray awaits an async actor constructor
         self,
         database_url: str | None = None,
         symbols: Iterable[str] | None = None,
@@ -98,7 +99,7 @@ class Recorder:
                 - timedelta(minutes=settings.closing_call_minutes)
             ).time(),
         )
-        self._socket = None
+        self._socket: Any = None  # the kis-socket actor handle, once attached
         self._subscribed: set[str] = set()
         self._flush_lock = asyncio.Lock()
         self._forming_seq = 0
@@ -310,16 +311,17 @@ class Recorder:
         return self.core.started and self._socket is not None
 
 
-def recorder_actor(database_url: str | None = None, **options: object):
+def recorder_actor(database_url: str | None = None, **options: Any):
     """The cluster's Recorder, created on first use (actors.names.RECORDER)."""
-    actor_options: dict[str, object] = {
+    actor_options: dict[str, Any] = {
         "name": RECORDER,
         "namespace": NAMESPACE,
         "get_if_exists": True,
         "lifetime": "detached",
     }
-    actor_options.update(options.pop("actor_options", {}) or {})  # type: ignore[arg-type]
-    return Recorder.options(**actor_options).remote(database_url, **options)
+    actor_options.update(options.pop("actor_options", {}) or {})
+    # mypy ignores class decorators: ray.remote made Recorder an ActorClass.
+    return Recorder.options(**actor_options).remote(database_url, **options)  # type: ignore[attr-defined]
 
 
 async def recorder_health(timeout_s: float = 1.0) -> dict:

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
@@ -48,14 +49,15 @@ class Lease:
     """What a replica gets for a new socket: the session, its id, and channels to restore."""
 
     session_id: str
-    session: object  # ray.actor.ActorHandle of a SessionActor
+    session: Any  # ray.actor.ActorHandle of a SessionActor
     channels: tuple[str, ...]  # non-empty only when resuming
     limits: SessionLimits = DEFAULT_LIMITS
 
 
 # Non-async with max_concurrency=1: calls run one at a time in arrival order, so a subscribe
 # followed by an unsubscribe from the same socket can never be applied the other way round.
-@ray.remote(num_cpus=0, max_concurrency=1)
+# (ray's signature for ray.remote(...) lists task options only, not max_concurrency.)
+@ray.remote(num_cpus=0, max_concurrency=1)  # type: ignore[call-overload]
 class SessionActor:
     """The durable copy of one client's session; the replica applies ops first, with the same
     rules (engine.live.session_state), and sends them here in order."""
@@ -103,10 +105,10 @@ class SessionPool:
         self.lease_s = lease_s
         self.park_s = park_s
         self.limits = limits or SessionLimits()
-        self._idle: list[object] = []
-        self._leased: dict[str, tuple[object, str, float]] = {}  # id → (actor, replica, expiry)
+        self._idle: list[Any] = []
+        self._leased: dict[str, tuple[Any, str, float]] = {}  # id → (actor, replica, expiry)
         # id → (actor, expiry, channels the replica delivered when the socket closed, if told)
-        self._parked: dict[str, tuple[object, float, tuple[str, ...] | None]] = {}
+        self._parked: dict[str, tuple[Any, float, tuple[str, ...] | None]] = {}
         self._released = asyncio.Condition()  # a lease ended: a waiting resume may take it
         self._idle_ready = asyncio.Condition()  # an actor became idle: a waiting lease may take it
         # Sessions released before their lease or replacement was made (the tab left first)
@@ -122,11 +124,12 @@ class SessionPool:
         self._refill: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def _start_one(self, keep: bool = True) -> object:
+    async def _start_one(self, keep: bool = True) -> Any:
         """Start an actor; `keep` puts it in the idle list, else the caller takes it."""
         self._starting += 1
         try:
-            actor = SessionActor.remote(self.limits)
+            # mypy ignores class decorators: ray.remote made SessionActor an ActorClass.
+            actor = SessionActor.remote(self.limits)  # type: ignore[attr-defined]
             await actor.ready.remote()
             self.started += 1
             if keep:
@@ -199,7 +202,7 @@ class SessionPool:
     def _lease(
         self,
         session_id: str,
-        actor: object,
+        actor: Any,
         replica_id: str,
         client_id: str,
         channels: tuple[str, ...],
@@ -238,7 +241,7 @@ class SessionPool:
             async with self._released:
                 self._released.notify_all()
 
-    async def _settle_gone(self, session_id: str, actor: object) -> bool:
+    async def _settle_gone(self, session_id: str, actor: Any) -> bool:
         """If the socket closed while its actor was being made: park the actor as its release
         asked (or reset it) and say so."""
         gone = self._gone_early.pop(session_id, None)
@@ -254,13 +257,13 @@ class SessionPool:
             await self._recycle(actor)
         return True
 
-    async def _fresh_session(self, channels: tuple[str, ...]) -> object:
+    async def _fresh_session(self, channels: tuple[str, ...]) -> Any:
         actor = await self._take_idle()
         if channels:
             await actor.replace.remote(list(channels))
         return actor
 
-    async def _take_idle(self) -> object:
+    async def _take_idle(self) -> Any:
         """An idle actor that answers: a dead one (killed, or lost with its node) is dropped.
         When none is idle, start one, but never more than `warm` at a time: a rush of tabs
         (many of which leave again) waits for the next one ready instead of queueing an actor
@@ -276,13 +279,13 @@ class SessionPool:
             async with self._idle_ready:
                 await self._idle_ready.wait()
 
-    async def _add_idle(self, actor: object) -> None:
+    async def _add_idle(self, actor: Any) -> None:
         self._idle.append(actor)
         async with self._idle_ready:
             self._idle_ready.notify()
 
     @staticmethod
-    async def _answers(actor: object) -> bool:
+    async def _answers(actor: Any) -> bool:
         try:
             return await asyncio.wait_for(actor.ready.remote(), PING_TIMEOUT_S)
         except (RayActorError, TimeoutError):
@@ -298,7 +301,7 @@ class SessionPool:
                 self._idle.remove(actor)
             self._discard(actor)
 
-    def _discard(self, actor: object) -> None:
+    def _discard(self, actor: Any) -> None:
         """Drop an actor that did not answer: killed too, since on a busy machine a live one
         can miss the ping, and a live actor nobody holds would only cost memory."""
         self.replaced += 1
@@ -349,7 +352,7 @@ class SessionPool:
         else:
             await self._recycle(held[0])
 
-    async def _recycle(self, actor: object) -> None:
+    async def _recycle(self, actor: Any) -> None:
         with contextlib.suppress(RayActorError):
             await actor.reset.remote()
             await self._add_idle(actor)
@@ -397,6 +400,6 @@ class SessionPool:
 
 def session_pool(warm: int = 8, **options: object):
     """The named pool, created on first use (detached: it outlives the replica that made it)."""
-    return SessionPool.options(
+    return SessionPool.options(  # type: ignore[attr-defined]  # mypy ignores class decorators
         name=SESSION_POOL, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote(warm, **options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from fastapi import Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -82,7 +83,7 @@ class KisrayIngress:
         self.settings = get_settings()
         configure_from_settings(self.settings, console=False)
         self._pool = None
-        self._candle_actor = None
+        self._candle_actor: Any = None  # the CandleActor handle, found on first use
         self._candle_actor_name = candle_actor_name  # None: the cluster's "candles" actor
         self._market_clock = MarketClock.from_settings(
             self.settings.market_clock, self.settings.sim_port
@@ -286,7 +287,7 @@ def build_app(args: dict[str, str] | None = None):
 
     Serve calls an application builder with one argument (the config's `args`); none are used.
     """
-    return KisrayIngress.bind()
+    return KisrayIngress.bind()  # type: ignore[attr-defined]  # mypy ignores class decorators
 
 
 # What `serve build` and deploy/serve_config.yaml import: Serve's config wants an Application.

@@ -38,6 +38,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -46,6 +47,7 @@ from actors.session import Lease, session_pool
 from api.ingress import serves_directly
 from engine.config import WS_FRAME_BUDGET, WS_WINDOW_MS, get_settings
 from engine.errors import UnknownConsumerError
+from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
 from engine.live.channels import (
     CANDLE,
@@ -79,16 +81,16 @@ def _cause(exc: BaseException) -> BaseException:
 class Hub:
     def __init__(
         self,
-        source: object,
-        pool: object | None = None,
+        source: Any,
+        pool: Any = None,
         *,
         window_s: float = WS_WINDOW_MS / 1000,
         max_window_s: float = 0.1,
         frame_budget: float = WS_FRAME_BUDGET,
-        resolve: Callable[[], object] | None = None,
-        resolve_recorder: Callable[[], object] | None = None,
-        resolve_candles: Callable[[], object] | None = None,
-        resolve_pool: Callable[[], object] | None = None,
+        resolve: Callable[[], Any] | None = None,
+        resolve_recorder: Callable[[], Any] | None = None,
+        resolve_candles: Callable[[], Any] | None = None,
+        resolve_pool: Callable[[], Any] | None = None,
     ) -> None:
         self.source = source  # actor handle with the KisFeed consumer methods
         self.resolve = resolve
@@ -124,7 +126,7 @@ class Hub:
         self.slow_consumers = 0  # sockets cut with SLOW_CONSUMER
         # The candle source: the recorder's forming bars, or (no recorder) the trade-built ones.
         self.resolve_recorder = resolve_recorder or _find_recorder
-        self.recorder: object | None = None
+        self.recorder: Any = None  # the Recorder actor handle, once found
         self.candle_source = "unknown"  # "recorder" | "trades" | "unknown" (not looked yet)
         self.forming: dict[str, dict] = {}  # symbol → the recorder's latest bar seen
         # The candle service rolls the 1-minute bar up for coarser channels.
@@ -266,10 +268,10 @@ class Hub:
             await asyncio.sleep(0)
             self.lag_s = 0.8 * self.lag_s + 0.2 * (time.monotonic() - due)
 
-    def _pull(self) -> object:
+    def _pull(self) -> Any:  # an ObjectRef of a Batch | None
         return self.source.next_batch.remote(self.consumer_id, PULL_WAIT_S, None, self.window_s)
 
-    def _deliver(self, batch: object) -> None:
+    def _deliver(self, batch: Batch) -> None:
         t0 = time.monotonic()
         for status in batch.statuses:
             self.upstream = status
@@ -362,10 +364,11 @@ class Hub:
             if latest is not None:
                 outbox.offer(channel, latest)
         for channel in channels:
-            if channel.interval != MINUTE_INTERVAL:
+            interval = channel.interval  # None only on trade and book channels, never held here
+            if interval is not None and interval != MINUTE_INTERVAL:
                 held = self.live.get(channel)
                 if held is not None:
-                    outbox.offer(channel, candle_message(channel.symbol, held, channel.interval))
+                    outbox.offer(channel, candle_message(channel.symbol, held, interval))
 
     async def _roll_up(
         self, symbol: str, bar: dict | None, channels: list[Channel]
@@ -373,7 +376,7 @@ class Hub:
         """The coarser channels' bars for this 1-minute bar (None: the candle service's), kept
         when newer; their messages. A recorder publication comes after its flush wrote the
         closed minutes, so its bar and the database agree."""
-        intervals = sorted({c.interval for c in channels})
+        intervals = sorted({c.interval for c in channels if c.interval is not None})
         try:
             candles = await asyncio.to_thread(self.resolve_candles)
             bars = await asyncio.wait_for(
@@ -386,6 +389,7 @@ class Hub:
         for channel in channels:
             rolled = bars.get(channel.interval)
             if rolled is not None and newer_bar(self.live.get(channel), rolled):
+                assert channel.interval is not None  # a bar came back for it: a coarser interval
                 self.live[channel] = rolled
                 messages[channel] = candle_message(symbol, rolled, channel.interval)
         return messages
@@ -481,7 +485,7 @@ class Hub:
             log.warning("hub %s re-register failed: %s", self.replica_id, again)
             await asyncio.sleep(1.0)
 
-    async def call_pool(self, method: str, *args: object) -> object:
+    async def call_pool(self, method: str, *args: object) -> Any:
         """A call to the session pool that rides out its loss: while it restarts, try again
         until POOL_WAIT_S; if it is gone for good (killed without restart), find or recreate it
         by name. Spare leases die with a pool's process, so they are dropped."""
@@ -587,11 +591,11 @@ class Hub:
         }
 
 
-def _find_recorder() -> object:
+def _find_recorder() -> Any:
     return find_recorder()
 
 
-def _find_candles() -> object:
+def _find_candles() -> Any:
     return find_candles()
 
 
@@ -599,12 +603,12 @@ _hub: Hub | None = None
 _hub_lock = asyncio.Lock()
 
 
-def replica_session_pool() -> object:
+def replica_session_pool() -> Any:
     """The cluster's session pool, created on first use (or again, after it was killed)."""
     return session_pool(get_settings().ws_session_pool)
 
 
-async def replica_hub(source: object | None = None, pool: object | None = None) -> Hub:
+async def replica_hub(source: Any = None, pool: Any = None) -> Hub:
     """This process's hub, started on first use. Raises (ValueError) while the cluster has no
     socket actor yet; the caller decides how long to wait for one."""
     global _hub
@@ -613,7 +617,7 @@ async def replica_hub(source: object | None = None, pool: object | None = None) 
             resolve = None
             if source is None:
 
-                def resolve() -> object:
+                def resolve() -> Any:
                     return find_kis_socket()
 
                 source = resolve()  # raises first, before anything else is looked up

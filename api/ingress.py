@@ -13,11 +13,14 @@ works with one ingress replica per node, which is what a single-node stack runs.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def set_server_defaults(**options: object) -> None:
         original(self, *args, **kwargs)
 
     init._kisray_defaults = True  # type: ignore[attr-defined]
-    config.__init__ = init
+    config.__init__ = init  # type: ignore[method-assign]  # the patch is the point
 
 
 def set_ws_compression(enabled: bool) -> None:
@@ -107,8 +110,12 @@ def bind_with_reuse_addr() -> bool:
     checked first: on a Ray that renamed them this logs a warning and changes nothing (restarts
     then wait out TIME_WAIT); tests/api/test_ingress_reuse.py fails on such a Ray.
     """
+    # Imported by name, as Any: private modules whose names may move (checked below).
+    http_util: Any
+    replica: Any
     try:
-        from ray.serve._private import http_util, replica
+        http_util = importlib.import_module("ray.serve._private.http_util")
+        replica = importlib.import_module("ray.serve._private.replica")
     except ImportError:
         http_util = replica = None
     start = getattr(replica, "start_asgi_http_server", None)
@@ -133,12 +140,12 @@ def bind_with_reuse_addr() -> bool:
         finally:
             http_util.set_socket_reuse_port = setter
 
-    start_with_reuse_addr.kisray_reuse_addr = True
+    start_with_reuse_addr.kisray_reuse_addr = True  # type: ignore[attr-defined]
     replica.start_asgi_http_server = start_with_reuse_addr
     return True
 
 
-def _takes_reuse_port_flag(function: object) -> bool:
+def _takes_reuse_port_flag(function: Callable[..., Any]) -> bool:
     try:
         return "enable_so_reuseport" in inspect.signature(function).parameters
     except (TypeError, ValueError):

@@ -63,6 +63,7 @@ def bind_replica_grpc_to_node_ip(host: Callable[[], str] = _node_ip) -> bool:
         wanted = narrowed(address, host())
         if wanted == address:
             return original(server, address)
+        reason: Exception | None
         try:
             port = original(server, wanted)
         except Exception as exc:  # grpc raises RuntimeError when it cannot bind

@@ -140,6 +140,7 @@ class ClientSocket:
         if op == "adopt":
             await self._adopt()
             return
+        assert self.lease is not None  # _keep_session leases one before it applies any op
         try:
             await getattr(self.lease.session, op).remote(names)
         except ray.exceptions.RayActorError as exc:
@@ -217,7 +218,7 @@ class ClientSocket:
             raise BadRequestError(f"messages are limited to {MAX_CLIENT_MESSAGE} bytes")
         try:
             message = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise BadRequestError(f"not JSON: {exc.msg}") from None
         if not isinstance(message, dict):
             raise BadRequestError("a message is a JSON object with an 'op'")
@@ -238,7 +239,8 @@ class ClientSocket:
 
     async def _subscribe(self, names: object, resumed: bool = False) -> None:
         if resumed:
-            self.state.replace(list(names))  # type: ignore[arg-type]
+            assert isinstance(names, list)  # resumed: the lease's own channels
+            self.state.replace(list(names))
             added = held = self.state.channels()
         else:
             added, held = self.state.subscribe(names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import time as dt_time
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -267,7 +267,7 @@ def _url_password(url: str) -> str | None:
         return None
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning validation failures into one ConfigError line per problem."""
     try:
         return Settings(**overrides)

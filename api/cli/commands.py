@@ -34,7 +34,7 @@ class Profile(StrEnum):
     production = "production"
 
 
-def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+def _fail(exc: BaseException | str, code: int = 2) -> typer.Exit:
     console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 

@@ -16,12 +16,20 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from actors.names import NAMESPACE, SEED_HISTORY, SERVE_APP
 from engine.config import Settings
 from engine.errors import AlreadyRunningError, ConfigError, KisrayError, StartupError
 from engine.storage.embedded import EmbeddedPostgres
 from engine.storage.migrate import MigrationReport, migrate
+
+if TYPE_CHECKING:  # annotations only: the methods import these where they use them
+    import subprocess
+
+    from api.cli.collector import CollectorStatus
+    from api.cli.ray_head import RayHead
+    from api.cli.sim_process import SimulatorProcess
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +88,17 @@ class Stack:
     migration: MigrationReport | None = None
     _lock: RunLock | None = None
     _embedded: EmbeddedPostgres | None = None
-    _pg_reaper: object = None  # subprocess.Popen of api.cli.pg_reaper
-    _ray_head: object = None
-    _simulator: object = None
+    _pg_reaper: subprocess.Popen[bytes] | None = None  # api.cli.pg_reaper
+    _ray_head: RayHead | None = None
+    _simulator: SimulatorProcess | None = None
     _serve_started: bool = False
     # Production profile: start the KIS collector (api.cli.collector) after the Serve app.
     with_collector: bool = False
-    collector: object = None
-    recorder: object = None  # local profile: the Recorder this process started
-    kis_socket: object = None  # local profile: the KIS socket actor, upstream = the simulator
-    maintenance: object = None  # every profile: aggregate self-refresh and retention
+    collector: CollectorStatus | None = None
+    # Actor handles (ray.actor.ActorHandle: methods are looked up at run time).
+    recorder: Any = None  # local profile: the Recorder this process started
+    kis_socket: Any = None  # local profile: the KIS socket actor, upstream = the simulator
+    maintenance: Any = None  # every profile: aggregate self-refresh and retention
     # Called after Ray is initialised: Ray installs its own signal handlers, ours must win.
     after_ray_init: Callable[[], None] = field(default=lambda: None)
 
@@ -177,9 +186,11 @@ class Stack:
         address = self.ray_address
         if address is None:
             # A single-node production stack is its own collector node.
-            from api.cli.collector import COLLECTOR_RESOURCE
+            from actors.names import COLLECTOR_RESOURCE
 
-            resources = {COLLECTOR_RESOURCE: 1} if self.with_collector else None
+            resources: dict[str, float] | None = (
+                {COLLECTOR_RESOURCE: 1} if self.with_collector else None
+            )
             head = RayHead(self.settings.log_dir / "ray-head.log", token_path, resources=resources)
             self._ray_head = head
             head.start({**env_vars, **direct_ingress_env(self.settings.port)})

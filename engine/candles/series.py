@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import asyncpg
 import numpy as np
@@ -16,7 +17,7 @@ import polars as pl
 from engine.candles.gapfill import CANDLE_SCHEMA
 from engine.domain.intervals import RELATIONS
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 _OHLC = ("open", "high", "low", "close")
 
 _COLUMNS = (

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -68,9 +69,9 @@ class FormingBar:
     volume: int
 
     @classmethod
-    def from_dict(cls, symbol: str, bar: dict) -> FormingBar:
+    def from_dict(cls, symbol: str, bar: dict[str, Any]) -> FormingBar:
         """From the recorder's dict: `time` (epoch s or aware datetime) or `ts`, OHLC, volume."""
-        stamp = bar.get("time", bar.get("ts"))
+        stamp: Any = bar.get("time", bar.get("ts"))  # int() below rejects what is not a time
         if isinstance(stamp, datetime):
             stamp = int(stamp.timestamp())
         try:
@@ -81,7 +82,8 @@ class FormingBar:
             raise BadRequestError(f"forming bar for {symbol}: {exc}") from None
         if not (prices[2] <= min(prices[0], prices[3]) and prices[1] >= max(prices[0], prices[3])):
             raise BadRequestError(f"forming bar for {symbol}: high/low do not bound open/close")
-        return cls(parse_symbol(symbol), minute, *prices, volume)
+        o, h, low, c = prices
+        return cls(parse_symbol(symbol), minute, o, h, low, c, volume)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class LiveBar:
         o, h, low, _, v = stored
         return cls(bucket, o, max(h, f.high), min(low, f.low), f.close, v + f.volume)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """{time, open, high, low, close, volume}; whole KRW prices as integers."""
         prices = [self.open, self.high, self.low, self.close]
         if all(p == int(p) for p in prices):
@@ -146,10 +148,10 @@ class CandleSeries:
         rows = _presentable(self.frame).write_json()
         return f'{head}, "candles": {rows}}}'.encode()
 
-    def to_udf(self) -> dict:
+    def to_udf(self) -> dict[str, Any]:
         """The UDF `/history` body: columnar, or `no_data` with nextTime."""
         if self.frame.height == 0:
-            body: dict = {"s": "no_data"}
+            body: dict[str, Any] = {"s": "no_data"}
             if self.next_time is not None:
                 body["nextTime"] = self.next_time
             return body
@@ -355,7 +357,7 @@ class ChartService:
                 stored = await db_series.minutes_bar(self.pool, symbol, first_minute, forming.time)
         return LiveBar.of(bucket, forming, stored)
 
-    async def symbols(self) -> list[dict]:
+    async def symbols(self) -> list[dict[str, Any]]:
         async with self._database():
             extents = await db_series.symbol_extents(self.pool)
         return [

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TypeAlias
 
 import asyncpg
 import polars as pl
@@ -33,7 +34,7 @@ KST_OFFSET = timedelta(hours=9)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # date_bin origin: a UTC midnight
 MAX_PROBLEMS_REPORTED = 50
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 @dataclass(frozen=True, slots=True)

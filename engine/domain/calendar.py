@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def _kst_seconds(t: time) -> int:
 
 
 @lru_cache(maxsize=1)
-def _xkrx():
+def _xkrx() -> Any:  # an exchange_calendars.ExchangeCalendar (the package ships no types)
     import exchange_calendars
 
     return exchange_calendars.get_calendar(CALENDAR_NAME)
@@ -221,11 +222,13 @@ def _runs(starts: np.ndarray, ends: np.ndarray, step: int) -> np.ndarray:
     counts = np.maximum((ends - first + step - 1) // step, 0)
     total = int(counts.sum())
     offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(first, counts) + offsets * step
+    runs: np.ndarray = np.repeat(first, counts) + offsets * step
+    return runs
 
 
-def _epoch_seconds(column) -> np.ndarray:
-    return column.dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+def _epoch_seconds(column: Any) -> np.ndarray:  # a pandas Series of aware timestamps
+    seconds: np.ndarray = column.dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    return seconds.astype(np.int64)
 
 
 def _utc_year(ts: int) -> int:

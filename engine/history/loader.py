@@ -152,9 +152,16 @@ async def load_minute_frame(
                 on_progress(min(start + batch_rows, frame.height), frame.height)
     if mode == "timescaledb" and changed and frame.height:
         # Policies only look back days; loaded history is refreshed here, after the commit.
-        first, last = frame["ts"].min(), frame["ts"].max()
+        first, last = _ts_range(frame)
         await refresh_aggregates(conn, first, last + timedelta(minutes=1), mode=mode)
     return changed
+
+
+def _ts_range(frame: pl.DataFrame) -> tuple[datetime, datetime]:
+    """The first and last `ts` of a non-empty checked frame."""
+    first, last = frame["ts"].min(), frame["ts"].max()
+    assert isinstance(first, datetime) and isinstance(last, datetime)  # ts is a Datetime column
+    return first, last
 
 
 async def load_file(
@@ -176,13 +183,14 @@ async def load_file(
     finally:
         if isinstance(db, str):
             await conn.close()
+    first_ts, last_ts = _ts_range(frame) if frame.height else (None, None)
     report = LoadReport(
         path=str(path),
         rows_read=frame.height,
         rows_changed=changed,
         symbols=tuple(sorted(frame["symbol"].unique().to_list())),
-        first_ts=frame["ts"].min() if frame.height else None,
-        last_ts=frame["ts"].max() if frame.height else None,
+        first_ts=first_ts,
+        last_ts=last_ts,
         seconds=time.perf_counter() - started,
     )
     logger.info("loaded %s: %d rows read, %d new or changed", path, report.rows_read, changed)

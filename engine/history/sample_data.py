@@ -16,9 +16,13 @@ import warnings
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 from engine.domain.krx import TICK_TABLE, TOP_TICK
 
@@ -128,7 +132,7 @@ def synthetic_minute_bars(
     return out.cast(_SCHEMA)  # type: ignore[arg-type]
 
 
-_SCHEMA = {
+_SCHEMA: dict[str, PolarsDataType] = {
     "symbol": pl.String,
     "ts": pl.Datetime("us", "UTC"),
     "open": pl.Int64,

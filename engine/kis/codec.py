@@ -52,13 +52,15 @@ def classify_frame(raw: str) -> FrameKind:
 # -- decoding ---------------------------------------------------------------------------------
 
 # (fields, count, width, session date) → (records, offsets of the records that did not decode)
-_Parser = Callable[[list[str], int, int, str], tuple[list, list[int]]]
+_Parser = Callable[[list[str], int, int, str], tuple[Sequence[Record], list[int]]]
 # What int()/float()/kst_to_utc raise on bad text; caught per record (a try costs nothing in
 # 3.11+ until it fires, so the good path stays as fast as before).
 _RECORD_ERRORS = (ValueError, IndexError, TypeError, OverflowError)
 
 
-def _trades(f: list[str], count: int, width: int, _session_date: str) -> tuple[list, list[int]]:
+def _trades(
+    f: list[str], count: int, width: int, _session_date: str
+) -> tuple[Sequence[Record], list[int]]:
     out: list[Trade] = []
     bad: list[int] = []
     append = out.append
@@ -114,7 +116,9 @@ def _ladder(fields: list[str], key: str) -> tuple[int, ...]:
     return ladder
 
 
-def _books(f: list[str], count: int, width: int, session_date: str) -> tuple[list, list[int]]:
+def _books(
+    f: list[str], count: int, width: int, session_date: str
+) -> tuple[Sequence[Record], list[int]]:
     out: list[BookSnapshot] = []
     bad: list[int] = []
     append = out.append
@@ -166,7 +170,9 @@ def _int_or_zero(value: str) -> int:
     return int(value) if value else 0
 
 
-def _notices(f: list[str], count: int, width: int, session_date: str) -> tuple[list, list[int]]:
+def _notices(
+    f: list[str], count: int, width: int, session_date: str
+) -> tuple[Sequence[Record], list[int]]:
     out: list[ExecutionNotice] = []
     bad: list[int] = []
     for b in range(0, count * width, width):

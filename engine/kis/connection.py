@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -113,7 +114,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.base * (2**self.attempt))
+        delay = min(self.cap, self.base * 2.0**self.attempt)
         self.attempt = min(self.attempt + 1, 32)
         return max(0.0, delay * (1 + self._rng.uniform(-self.jitter, self.jitter)))
 
@@ -423,8 +424,9 @@ class KisConnection:
         acks = [f for f in sock.pending.values() if not f.done()]
         if acks:
             all_acked = asyncio.ensure_future(asyncio.gather(*acks, return_exceptions=True))
+            waiting: set[asyncio.Future[Any]] = {reader, all_acked}
             done, _ = await asyncio.wait(
-                {reader, all_acked},
+                waiting,
                 timeout=self.config.ack_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )

@@ -90,7 +90,7 @@ def _kind_of(rt_cd: str, msg_cd: str, msg1: str) -> AckKind:
     return AckKind.ERROR
 
 
-def _str(obj: dict, name: str, raw: str, default: str | None = None) -> str:
+def _str(obj: dict[str, object], name: str, raw: str, default: str | None = None) -> str:
     value = obj.get(name, default)
     if not isinstance(value, str):
         raise KisProtocolError(f"control frame: {name} missing or not a string", raw)

@@ -20,7 +20,7 @@ class AesKey:
     def __repr__(self) -> str:  # keys are session secrets: keep them out of logs
         return "AesKey(<redacted>)"
 
-    def _cipher(self) -> Cipher:
+    def _cipher(self) -> Cipher[modes.CBC]:
         return Cipher(algorithms.AES(self.key.encode()), modes.CBC(self.iv.encode()))
 
     def decrypt(self, b64: str) -> str:

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -162,7 +163,7 @@ class KisRestClient:
     def _cache_key(self) -> str:
         return hashlib.sha256(f"{self._rest_url}|{self._app_key}".encode()).hexdigest()[:16]
 
-    def _read_entries(self) -> dict:
+    def _read_entries(self) -> dict[str, Any]:
         if self._token_cache is None:
             return {}
         try:
@@ -171,7 +172,7 @@ class KisRestClient:
             return {}
         return entries if isinstance(entries, dict) else {}
 
-    def _save_entries(self, entries: dict) -> None:
+    def _save_entries(self, entries: dict[str, Any]) -> None:
         if self._token_cache is None:
             return
         self._token_cache.parent.mkdir(parents=True, exist_ok=True)
@@ -331,7 +332,7 @@ class KisRestClient:
         return _page(reply, PAST_MINUTES_ROWS)
 
 
-def _json(reply: httpx.Response) -> dict:
+def _json(reply: httpx.Response) -> dict[str, Any]:
     try:
         body = reply.json()
     except ValueError:

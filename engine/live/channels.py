@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from engine.domain.intervals import parse_interval
 from engine.domain.symbols import is_symbol
@@ -124,7 +125,7 @@ def candle_message(symbol: str, bar: dict[str, object], interval: str = MINUTE_I
     return encode({"type": CANDLE, "symbol": symbol, "interval": interval, "data": data})
 
 
-def newer_bar(held: dict | None, bar: dict) -> bool:
+def newer_bar(held: dict[str, Any] | None, bar: dict[str, Any]) -> bool:
     """Whether `bar` may replace `held` on a live channel: a later bucket, or the same bucket
     with more volume. Volume only grows within a bar, so an equal or smaller one is a stale
     copy (an update that was in flight, a cache) and would make the chart step backwards."""

@@ -49,7 +49,7 @@ from engine.storage.pool import CONNECTION_ERRORS, connect
 logger = logging.getLogger(__name__)
 
 CLOSE_GRACE = timedelta(seconds=5)
-_DB_DOWN = (*CONNECTION_ERRORS, DatabaseUnavailableError)
+_DB_DOWN: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUnavailableError)
 REPAIRS_FILE = "repairs.json"
 REPAIR_RETRY_S = 30.0  # after KIS or the database refused a repair
 
@@ -359,7 +359,7 @@ class RecorderCore:
             return 0
         return self.suspects.load(rows)
 
-    def repair_health(self) -> dict:
+    def repair_health(self) -> dict[str, object]:
         return {
             "pending": len(self.suspects),
             "batches": self.repair_stats["batches"],
@@ -370,7 +370,7 @@ class RecorderCore:
             "marked": dict(self.suspects.marked),
         }
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, object]:
         backlog = self.spool.backlog()
         return {
             "started": self.started,

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
+from typing import Any
 
 from engine.kis.timeconv import kst_to_utc
 
@@ -45,7 +46,7 @@ class Suspect:
     def ts(self) -> datetime:
         return datetime.fromtimestamp(self.minute * 60, UTC)
 
-    def as_list(self) -> list:
+    def as_list(self) -> list[object]:
         return [self.symbol, self.trade_date, self.minute, self.reason]
 
 
@@ -189,11 +190,11 @@ class SuspectMinutes:
 
     # -- persistence ----------------------------------------------------------------------------
 
-    def dump(self) -> list[list]:
+    def dump(self) -> list[list[object]]:
         self.changed = False
         return [s.as_list() for s in self.pending()]
 
-    def load(self, rows: Iterable[list]) -> int:
+    def load(self, rows: Iterable[list[Any]]) -> int:
         """Pending minutes saved by an earlier process; returns how many were taken."""
         taken = 0
         for symbol, trade_date, minute, reason in rows:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from engine.candles.store import MinuteBar
 from engine.recorder.builder import Checkpoint
@@ -67,7 +68,7 @@ def _unprice(value: int | str) -> Decimal | int:
     return value if isinstance(value, int) else Decimal(value)
 
 
-def _bar_row(bar: MinuteBar) -> list:
+def _bar_row(bar: MinuteBar) -> list[object]:
     return [
         bar.symbol,
         int(bar.ts.timestamp()),
@@ -79,7 +80,7 @@ def _bar_row(bar: MinuteBar) -> list:
     ]
 
 
-def _row_bar(row: list) -> MinuteBar:
+def _row_bar(row: list[Any]) -> MinuteBar:
     symbol, epoch, o, h, low, c, v = row
     return MinuteBar(
         symbol,

@@ -7,6 +7,7 @@ never takes a symbol's checkpoint back — so replaying a spooled flush is harml
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 import asyncpg
 
@@ -29,7 +30,7 @@ ON CONFLICT (symbol) DO UPDATE
 """
 
 
-def _checkpoint_args(c: Checkpoint) -> tuple:
+def _checkpoint_args(c: Checkpoint) -> tuple[object, ...]:
     f = c.forming
     return (
         c.symbol,
@@ -91,5 +92,6 @@ async def load_checkpoints(
     return out
 
 
-def _number(value):  # numeric comes back as Decimal; whole won prices stay ints
+# numeric comes back as Decimal; whole won prices stay ints
+def _number(value: Decimal) -> Decimal | int:
     return int(value) if value == value.to_integral_value() else value

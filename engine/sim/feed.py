@@ -65,8 +65,8 @@ def trade_frames(state: SimState, symbol: str, day: str, first: int, last: int) 
         while end < len(detailed) and detailed[end][0].time == second:
             end += 1
         rng = random.Random(f"{config.seed}|{symbol}|{day}|{second}|burst")
-        for chunk in chunks(detailed[at:end], burst_sizes(end - at, config.max_batch, rng)):
-            records = [trade_fields(t, d, plan, config.trade_width) for t, d in chunk]
+        for burst in chunks(detailed[at:end], burst_sizes(end - at, config.max_batch, rng)):
+            records = [trade_fields(t, d, plan, config.trade_width) for t, d in burst]
             frames.append(build_data_frame(tr.TRADE, records))
         at = end
     return frames

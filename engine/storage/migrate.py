@@ -19,7 +19,7 @@ import importlib.resources
 import logging
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import asyncpg
 
@@ -86,7 +86,8 @@ def discover(package: str = MIGRATIONS_PACKAGE) -> list[Migration]:
         match = _FILE_RE.match(entry.name)
         if not match:
             continue
-        version, name, mode = int(match[1]), match[2], match[3]
+        version, name = int(match[1]), match[2]
+        mode = cast("DbMode | None", match[3])  # _FILE_RE admits no other suffix
         found.append(Migration(version, name, mode, entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: (m.version, m.mode or ""))
     by_version: dict[int, list[Migration]] = {}
@@ -210,7 +211,7 @@ async def _create_extension(conn: asyncpg.Connection | None, url: str) -> str | 
     """CREATE EXTENSION timescaledb on `conn`, or on a throwaway connection when None (it may
     not survive the attempt). Returns the installed version, or None after one warning."""
     own = conn is None
-    target = await connect(url) if own else conn
+    target = await connect(url) if conn is None else conn
     try:
         await target.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         return await target.fetchval(
