@@ -15,7 +15,7 @@ from engine.errors import ConfigError
 
 KisEnv = Literal["sim", "paper", "real"]
 
-# Official KIS hosts (kis-protocol.md §1.1); `sim` points at the built-in simulator.
+# Official KIS hosts (docs/kis-protocol.md §1.1); `sim` points at the built-in simulator.
 KIS_DEFAULT_URLS: dict[str, tuple[str, str]] = {
     "real": ("ws://ops.koreainvestment.com:21000", "https://openapi.koreainvestment.com:9443"),
     "paper": ("ws://ops.koreainvestment.com:31000", "https://openapivts.koreainvestment.com:29443"),

@@ -1,4 +1,4 @@
-"""KIS Open API wire protocol: pure, Ray-free codec (see docs kis-protocol.md).
+"""KIS Open API wire protocol: pure, Ray-free codec (see docs/kis-protocol.md).
 
 Typical socket-owner use:
     body = approval_request(app_key, app_secret)      # POST /oauth2/Approval → approval_key

@@ -1,4 +1,4 @@
-"""Data frames `E|TR_ID|NNN|payload` ↔ typed records (kis-protocol.md §3).
+"""Data frames `E|TR_ID|NNN|payload` ↔ typed records (docs/kis-protocol.md §3).
 
 Record width is always total fields ÷ NNN, and only known indices are read, so fields that
 KIS appends later never break parsing (46 or 47 trade fields, 59, 62 or 63 book fields all parse).

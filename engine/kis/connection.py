@@ -1,7 +1,7 @@
 """The one KIS WebSocket: approval key, connect, PINGPONG, watchdog, reconnect, resubscribe.
 
 `KisConnection` owns the whole connect → subscribe → read → restart loop of the upstream
-(kis-protocol.md §1.2, §2, §4, §6). Pure asyncio, no Ray: the Ray actor wraps it.
+(docs/kis-protocol.md §1.2, §2, §4, §6). Pure asyncio, no Ray: the Ray actor wraps it.
 
 Rules it keeps:
 - exactly one socket at a time: the old socket is fully closed before a new one is dialled
@@ -123,7 +123,7 @@ class Backoff:
 
 
 class ApprovalKeys:
-    """Caches the WebSocket approval key from POST /oauth2/Approval (kis-protocol.md §1.2)."""
+    """Caches the WebSocket approval key from POST /oauth2/Approval (docs/kis-protocol.md §1.2)."""
 
     def __init__(self, rest_url: str, app_key: str, app_secret: str, max_age_s: float) -> None:
         self._url = rest_url.rstrip("/") + APPROVAL_PATH

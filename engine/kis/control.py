@@ -1,4 +1,4 @@
-"""Control frames: subscribe acknowledgements and PINGPONG (kis-protocol.md §2.2, §4)."""
+"""Control frames: subscribe acknowledgements and PINGPONG (docs/kis-protocol.md §2.2, §4)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class AckKind(StrEnum):
     """What an acknowledgement means for the registration it answers."""
 
     SUBSCRIBED = "subscribed"  # OPSP0000
-    UNSUBSCRIBED = "unsubscribed"  # OPSP0001: drop the AES key
+    UNSUBSCRIBED = "unsubscribed"  # OPSP0001 (AES keys go only with the socket)
     ALREADY_SUBSCRIBED = "already_subscribed"  # OPSP0002: treat as registered
     NOT_SUBSCRIBED = "not_subscribed"  # OPSP0003: treat as unregistered
     LIMIT_REACHED = "limit_reached"  # OPSP0008 MAX SUBSCRIBE OVER

@@ -1,4 +1,4 @@
-"""Reference-counted KIS registrations shared by many consumers (kis-protocol.md §5, §6).
+"""Reference-counted KIS registrations shared by many consumers (docs/kis-protocol.md §5, §6).
 
 KIS allows 41 (tr_id, tr_key) registrations per app key. Consumers (browser sessions, recorders)
 ask for the pairs they want; the first interest in a pair means "subscribe upstream", the last

@@ -1,4 +1,4 @@
-"""TR ids and the field positions we read (kis-protocol.md §3). Layouts only ever grow."""
+"""TR ids and the field positions we read (docs/kis-protocol.md §3). Layouts only ever grow."""
 
 from __future__ import annotations
 

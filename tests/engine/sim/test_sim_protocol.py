@@ -1,4 +1,4 @@
-"""The simulator speaks the KIS WebSocket protocol (kis-protocol.md §2–§5) to a plain client."""
+"""The simulator speaks the KIS WebSocket protocol (docs/kis-protocol.md §2–§5) to a client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The simulator's REST side: tokens, chart paging (kis-protocol.md §7), and REST minute bars
+"""The simulator's REST side: tokens, chart paging (docs/kis-protocol.md §7), and REST minute bars
 that equal the aggregated live ticks of the same minutes."""
 
 from __future__ import annotations
