@@ -1,13 +1,13 @@
 """Every named Ray actor of kisray, in one place: the namespace, the names, the collector's
 resource, and typed lookups. Nothing else spells an actor's name, so renaming one (or running
-two stacks side by side) is a change here only."""
+two stacks side by side) is a change here only. Importing it does not import ray."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ray
-from ray.actor import ActorHandle
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 NAMESPACE = "kisray"
 SERVE_APP = "kisray"  # the Serve application (its deployment is `KisrayIngress`)
@@ -31,6 +31,10 @@ COLLECTOR_ACTOR_OPTIONS: dict[str, Any] = {"resources": {COLLECTOR_RESOURCE: 0.0
 def find(name: str) -> ActorHandle:
     """The running actor of that name; ValueError when there is none. Blocks on the GCS: call
     it off an event loop (`asyncio.to_thread`)."""
+    # Imported here: `kisray up` reads these names before it sets Ray's environment (its auth
+    # token path), and importing ray first would fix the token ray uses to the wrong one.
+    import ray
+
     return ray.get_actor(name, namespace=NAMESPACE)
 
 
