@@ -329,7 +329,7 @@ class SessionPool:
             held = self._leased.get(sid)
             if held is not None and held[1] == replica_id:
                 self._leased[sid] = (held[0], replica_id, expiry)
-            else:
+            elif sid not in self._pending:  # one being made now is not lost: no second adopt
                 unknown.append(sid)
         return unknown
 

@@ -42,7 +42,9 @@ START_WAIT_S = 30.0
 START_RETRY_S = 0.25
 SESSION_RETRY_S = 0.5  # a lease or replacement the pool could not give is asked again
 SESSION_RETRY_MAX_S = 5.0
-CLOSE_SYNC_WAIT_S = 10.0
+# A closing socket gives its queued ops this long to reach the actor, then releases anyway:
+# the release carries the channels, and the pool parks a lease or replacement still being made.
+CLOSE_SYNC_WAIT_S = 1.0
 CLIENT_OPS = ("subscribe", "unsubscribe", "ping")  # metric labels; anything else is "other"
 BINARY_FRAME = "binary frames are not read: send text frames carrying JSON"
 
@@ -90,6 +92,7 @@ class ClientSocket:
         self.state = SessionState(lease.limits if lease is not None else SessionLimits())
         self.outbox = Outbox(session_id)
         self._to_actor: asyncio.Queue[tuple[str, list[str]]] = asyncio.Queue()
+        self._adopt_queued = False
 
     async def run(self) -> None:
         self.hub.attach(self.outbox, self.session_id)
@@ -113,8 +116,8 @@ class ClientSocket:
             await self._close_slow()
 
     async def _stop_keeper(self, keeper: asyncio.Task[None]) -> None:
-        """Let the actor catch up first (a lease that had not come yet, a replacement under
-        way), so the session the pool parks for a resume is this socket's; then stop."""
+        """Let the actor catch up briefly, then stop: a resume waits for the release that
+        follows, so it must come soon."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._to_actor.join(), CLOSE_SYNC_WAIT_S)
         keeper.cancel()
@@ -128,7 +131,7 @@ class ClientSocket:
                 "lease", lambda: self.hub.take_lease(uuid.uuid4().hex, self.session_id)
             )
             self._to_actor.put_nowait(("replace", self.state.channels()))
-        self.hub.watch(self.session_id, lambda: self._to_actor.put_nowait(("adopt", [])))
+        self.hub.watch(self.session_id, self._queue_adopt)
         while True:
             op, names = await self._to_actor.get()
             try:
@@ -136,8 +139,16 @@ class ClientSocket:
             finally:
                 self._to_actor.task_done()
 
+    def _queue_adopt(self) -> None:
+        """The pool lost this session: one replacement in the queue is enough (each renewal
+        until it is made would report the loss again)."""
+        if not self._adopt_queued:
+            self._adopt_queued = True
+            self._to_actor.put_nowait(("adopt", []))
+
     async def _apply(self, op: str, names: list[str]) -> None:
         if op == "adopt":
+            self._adopt_queued = False
             await self._adopt()
             return
         assert self.lease is not None  # _keep_session leases one before it applies any op
