@@ -152,10 +152,12 @@ def test_losing_the_collector_node_and_its_rejoin(tmp_path: Path, migrated_url: 
                     for _ in range(60):
                         try:
                             reply = await http.get(f"{base}/health", timeout=5)
-                        except httpx.TimeoutException:
+                        except httpx.TransportError:
                             # While Ray declares the node dead the replica can stall for
-                            # seconds; the 503 that follows is what this test waits for.
+                            # seconds or drop the connection; the 503 that follows is what
+                            # this test waits for.
                             slow_health += 1
+                            await asyncio.sleep(0.5)
                             continue
                         if reply.status_code == 503:
                             lost_seen = reply.json()["problems"]
