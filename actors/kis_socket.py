@@ -31,7 +31,7 @@ from typing import Any, Literal
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
-from actors.names import COLLECTOR_RESOURCE, KIS_SOCKET, NAMESPACE
+from actors.names import COLLECTOR_RESOURCE, COLLECTOR_SHARE, KIS_SOCKET, NAMESPACE
 from engine.config import Settings, load_settings
 from engine.errors import ConfigError
 from engine.kis.connection import ConnectionConfig
@@ -42,9 +42,6 @@ from engine.logs import configure_from_settings
 
 log = logging.getLogger(__name__)
 
-# A fraction, not 1: the node advertises one unit and both the socket actor and the recorder
-# must fit on it. Any positive demand pins the actor to a node that has the resource.
-COLLECTOR_SHARE = 0.01
 # The simulator accepts any credentials; these fixed ones keep sim mode free of configuration.
 SIM_APP_KEY = "kisray-sim-app-key"
 SIM_APP_SECRET = "kisray-sim-app-secret"

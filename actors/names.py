@@ -19,13 +19,12 @@ SESSION_POOL = "session-pool"  # client sessions: leases, resume
 MAINTENANCE = "maintenance"  # retention and aggregate refresh
 SEED_HISTORY = "seed-history"  # the one-off history load of `kisray up`
 
-ACTORS = (KIS_SOCKET, RECORDER, CANDLES, SESSION_POOL, MAINTENANCE)
-
 # Only the production collector node advertises this resource (`ray start --resources=...`);
 # the KIS socket actor and the recorder each ask for a sliver of it, so both fit there and
 # nowhere else.
 COLLECTOR_RESOURCE = "kis_collector"
-COLLECTOR_ACTOR_OPTIONS: dict[str, Any] = {"resources": {COLLECTOR_RESOURCE: 0.01}}
+COLLECTOR_SHARE = 0.01
+COLLECTOR_ACTOR_OPTIONS: dict[str, Any] = {"resources": {COLLECTOR_RESOURCE: COLLECTOR_SHARE}}
 
 
 def find(name: str) -> ActorHandle:
@@ -48,7 +47,3 @@ def find_recorder() -> ActorHandle:
 
 def find_candles() -> ActorHandle:
     return find(CANDLES)
-
-
-def find_session_pool() -> ActorHandle:
-    return find(SESSION_POOL)

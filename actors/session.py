@@ -248,13 +248,10 @@ class SessionPool:
         if gone is None:
             return False
         _, park, channels = gone
-        if park and self.park_s > 0:
-            if channels:
-                with contextlib.suppress(RayActorError):
-                    await actor.replace.remote(list(channels))
-            self._parked[session_id] = (actor, time.monotonic() + self.park_s, channels)
-        else:
-            await self._recycle(actor)
+        if park and channels:  # a fresh actor: it holds what the socket held when it closed
+            with contextlib.suppress(RayActorError):
+                await actor.replace.remote(list(channels))
+        await self._park_or_recycle(session_id, actor, park, channels)
         return True
 
     async def _fresh_session(self, channels: tuple[str, ...]) -> Any:
@@ -338,19 +335,25 @@ class SessionPool:
     ) -> None:
         """The socket closed: park the session for a resume (with the channels its replica
         delivered, in case its actor dies meanwhile), or reset it back into the pool."""
+        kept = tuple(channels) if channels is not None else None
         held = self._leased.pop(session_id, None)
         if held is None:
             # Its lease or replacement may still be coming: settled when it does.
-            kept = tuple(channels) if channels is not None else None
             self._gone_early[session_id] = (time.monotonic(), park, kept)
             return
         async with self._released:
             self._released.notify_all()
+        await self._park_or_recycle(session_id, held[0], park, kept)
+
+    async def _park_or_recycle(
+        self, session_id: str, actor: Any, park: bool, channels: tuple[str, ...] | None
+    ) -> None:
+        """A closed socket's actor: parked for a resume (with the channels its replica
+        delivered, if told) or reset back into the pool."""
         if park and self.park_s > 0:
-            kept = tuple(channels) if channels is not None else None
-            self._parked[session_id] = (held[0], time.monotonic() + self.park_s, kept)
+            self._parked[session_id] = (actor, time.monotonic() + self.park_s, channels)
         else:
-            await self._recycle(held[0])
+            await self._recycle(actor)
 
     async def _recycle(self, actor: Any) -> None:
         with contextlib.suppress(RayActorError):

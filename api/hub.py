@@ -125,12 +125,12 @@ class Hub:
         self.closed_high_water = 0  # the fullest outbox of the sockets that have closed
         self.slow_consumers = 0  # sockets cut with SLOW_CONSUMER
         # The candle source: the recorder's forming bars, or (no recorder) the trade-built ones.
-        self.resolve_recorder = resolve_recorder or _find_recorder
+        self.resolve_recorder = resolve_recorder or find_recorder
         self.recorder: Any = None  # the Recorder actor handle, once found
         self.candle_source = "unknown"  # "recorder" | "trades" | "unknown" (not looked yet)
         self.forming: dict[str, dict] = {}  # symbol → the recorder's latest bar seen
         # The candle service rolls the 1-minute bar up for coarser channels.
-        self.resolve_candles = resolve_candles or _find_candles
+        self.resolve_candles = resolve_candles or find_candles
         self.live: dict[Channel, dict] = {}  # coarser channel → its last bar published
         self.forming_seq = 0
         self.forming_polls = 0
@@ -589,14 +589,6 @@ class Hub:
             "slow_consumers": self.slow_consumers,
             "spare_leases": len(self.spare_leases),
         }
-
-
-def _find_recorder() -> Any:
-    return find_recorder()
-
-
-def _find_candles() -> Any:
-    return find_candles()
 
 
 _hub: Hub | None = None
