@@ -300,3 +300,44 @@ async def test_coarser_channels_roll_the_minute_bar_up_and_never_step_back(socke
         assert [m["interval"] for m in map(json.loads, box.take())] == ["1m"]
     finally:
         await hub.stop()
+
+
+class GatedRecorder(FakeRecorder):
+    """`forming_bars` answers only when its gate opens: a recorder slow to answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def forming_bars(self) -> dict:
+        await self.gate.wait()
+        return dict(self.bars)
+
+
+async def test_the_ack_leads_the_data_of_the_channels_it_added(socket) -> None:
+    """While a new subscription's current bar is fetched, trades of a channel another socket
+    already streams keep flowing; none reaches the new socket before its `subscribed`."""
+    recorder = GatedRecorder()
+    await recorder.publish("005930", bar(1865))
+    hub = await started(socket, recorder)
+    try:
+        streaming = Outbox("a")
+        hub.attach(streaming, "sa")
+        await hub.subscribe(streaming, [Channel(TRADE, "005930")])
+        box = Outbox("b")
+        hub.attach(box, "sb")
+        ack = json.dumps({"type": "subscribed"})
+        subscribing = asyncio.create_task(
+            hub.subscribe(box, [CANDLE_A, Channel(TRADE, "005930")], ack)
+        )
+        await asyncio.sleep(0.1)  # the current bar is being fetched
+        await socket.batches.put(Batch("hub", 1, (trade(100, 71),), (), 0))
+        await asyncio.sleep(0.3)
+        assert any('"trade"' in text for text in streaming.take())  # delivered meanwhile
+        recorder.gate.set()
+        await subscribing
+        kinds = [json.loads(text)["type"] for text in box.take()]
+        assert kinds[:2] == ["subscribed", "candle"], kinds
+    finally:
+        recorder.gate.set()
+        await hub.stop()
