@@ -52,7 +52,7 @@ IN_USE_BACKOFF_S = 2.0
 # replaced it, which the issue bounds at 10 s.
 # A killed socket actor costs a new Ray worker process (2-3 s on this 2-core machine), the KIS
 # reconnect and every consumer's registrations again: 6.6-8.6 s over five full-suite runs in
-# one session, 9.5-11.1 s in three runs the next (the machine alone each time). Over the
+# one session, 9.5 and 11.1 s in two runs the next (the machine alone each time). Over the
 # issue's 5 s; a standby or checkpointed registrations is the fix, not this bound.
 LIMITS = {
     "kis socket actor killed": 15.0,
