@@ -115,6 +115,9 @@ class SessionPool:
         # → (when, park, channels), so the late actor is parked for a resume or recycled.
         self._gone_early: dict[str, tuple[float, bool, tuple[str, ...] | None]] = {}
         self._pending: set[str] = set()  # replacements under way: a resume waits for them
+        # Sessions a resume took from another replica → (that replica, when): its late release
+        # or renewal must neither park nor re-adopt what the tab now holds elsewhere.
+        self._moved: dict[str, tuple[str, float]] = {}
         self._starting = 0
         self._hold_until = 0.0
         self.started = 0
@@ -172,7 +175,9 @@ class SessionPool:
         `session_id` when the replica already told the tab its id)."""
         self._ensure_tasks()
         if resume:
-            await self._wait_for_release(resume)
+            moved = await self._wait_for_release(resume, replica_id)
+            if moved is not None:
+                return await self._hand_over(resume, moved, replica_id, client_id)
         parked = self._parked.pop(resume, None) if resume else None
         if parked is not None and resume is not None:
             actor, _, kept = parked
@@ -215,6 +220,9 @@ class SessionPool:
     async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> Lease:
         """A live socket's session actor died (killed, its node lost, or this pool restarted):
         a new actor under the same id, holding the channels the replica still delivers."""
+        current = self._leased.get(session_id)
+        if current is not None and self._moved_from(session_id, replica_id):
+            return Lease(session_id, current[0], (), self.limits)  # the tab is elsewhere now
         held = self._leased.pop(session_id, None)
         if held is not None:
             with contextlib.suppress(RayActorError):
@@ -305,15 +313,40 @@ class SessionPool:
         with contextlib.suppress(Exception):
             ray.kill(actor, no_restart=True)
 
-    async def _wait_for_release(self, session_id: str) -> None:
+    async def _wait_for_release(self, session_id: str, replica_id: str) -> Any:
         """A tab that reconnects at once can be faster than its old socket's release (the server
-        notices the close a moment later): give that release a moment before starting afresh."""
+        notices the close a moment later): give that release a moment before starting afresh.
+        A session still leased to another replica is returned at once: that replica died or
+        lost the tab, and waiting for its release would only keep the tab waiting."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PENDING_WAIT_S), self._released:
                 await self._released.wait_for(lambda: session_id not in self._pending)
+        held = self._leased.get(session_id)
+        if held is not None and held[1] != replica_id:
+            return held
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(RESUME_WAIT_S), self._released:
                 await self._released.wait_for(lambda: session_id not in self._leased)
+        return None
+
+    async def _hand_over(
+        self, session_id: str, held: tuple[Any, str, float], replica_id: str, client_id: str
+    ) -> Lease:
+        """Move a leased session to the replica the tab resumed on, with its channels."""
+        actor, old_replica, _ = held
+        self._moved[session_id] = (old_replica, time.monotonic())
+        channels: tuple[str, ...] = ()
+        with contextlib.suppress(RayActorError):
+            channels = tuple(await actor.channels.remote())
+        if not await self._answers(actor):
+            self._discard(actor)
+            actor = await self._fresh_session(channels)
+        log.info("session %s: resumed on replica %s, from %s", session_id, replica_id, old_replica)
+        return self._lease(session_id, actor, replica_id, client_id, channels)
+
+    def _moved_from(self, session_id: str, replica_id: str | None) -> bool:
+        moved = self._moved.get(session_id)
+        return moved is not None and moved[0] == replica_id
 
     async def renew(self, replica_id: str, session_ids: list[str]) -> list[str]:
         """One call per replica per period keeps all its sessions alive. Returns the ones this
@@ -326,15 +359,24 @@ class SessionPool:
             held = self._leased.get(sid)
             if held is not None and held[1] == replica_id:
                 self._leased[sid] = (held[0], replica_id, expiry)
-            elif sid not in self._pending:  # one being made now is not lost: no second adopt
+            elif sid in self._pending or self._moved_from(sid, replica_id):
+                pass  # being made (not lost: no second adopt), or moved to another replica
+            else:
                 unknown.append(sid)
         return unknown
 
     async def release(
-        self, session_id: str, park: bool = True, channels: tuple[str, ...] | None = None
+        self,
+        session_id: str,
+        park: bool = True,
+        channels: tuple[str, ...] | None = None,
+        replica_id: str | None = None,
     ) -> None:
         """The socket closed: park the session for a resume (with the channels its replica
-        delivered, in case its actor dies meanwhile), or reset it back into the pool."""
+        delivered, in case its actor dies meanwhile), or reset it back into the pool. A release
+        from a replica the session has since moved from changes nothing."""
+        if self._moved_from(session_id, replica_id):
+            return
         kept = tuple(channels) if channels is not None else None
         held = self._leased.pop(session_id, None)
         if held is None:
@@ -369,6 +411,7 @@ class SessionPool:
         self._gone_early = {
             s: gone for s, gone in self._gone_early.items() if now - gone[0] < self.lease_s
         }
+        self._moved = {s: m for s, m in self._moved.items() if now - m[1] < self.lease_s}
         stale = [sid for sid, (_, exp, _) in self._parked.items() if exp <= now]
         for sid in stale:
             await self._recycle(self._parked.pop(sid)[0])

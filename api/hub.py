@@ -153,7 +153,7 @@ class Hub:
                 task.cancel()
         for lease in self.spare_leases:
             with contextlib.suppress(Exception):
-                await self.pool.release.remote(lease.session_id, False)
+                await self.pool.release.remote(lease.session_id, False, None, self.replica_id)
         self.spare_leases.clear()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -534,7 +534,7 @@ class Hub:
 
     async def release_lease(self, session_id: str, park: bool, channels: list[str]) -> None:
         self.unwatch(session_id)
-        await self.call_pool("release", session_id, park, tuple(channels))
+        await self.call_pool("release", session_id, park, tuple(channels), self.replica_id)
 
     def _refill_spares(self) -> None:
         if self.spare_target and (self._spares_task is None or self._spares_task.done()):

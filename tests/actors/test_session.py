@@ -78,3 +78,22 @@ async def test_a_socket_closed_during_its_replacement_resumes_its_session(
     assert resumed.channels == ("trade:005930", "book:005930")
     assert await resumed.session.channels.remote() == ["trade:005930", "book:005930"]
     ray.kill(pool)
+
+
+async def test_a_resume_on_another_replica_takes_the_session_at_once(ray_cluster: None) -> None:
+    """The tab's replica died without releasing: a resume on another replica gets the session
+    and its channels without waiting for that release, and the old replica's late renewal or
+    release neither re-adopts nor parks what the tab now holds."""
+    pool = SessionPool.remote(warm=1, lease_s=10.0, park_s=10.0)
+    lease = await pool.acquire.remote("client-1", "replica-a")
+    await lease.session.subscribe.remote(["trade:005930"])
+    started = asyncio.get_running_loop().time()
+    moved = await pool.acquire.remote("client-1b", "replica-b", lease.session_id)
+    assert asyncio.get_running_loop().time() - started < 1.5  # RESUME_WAIT_S is 2 s
+    assert moved.session_id == lease.session_id and moved.channels == ("trade:005930",)
+    assert await pool.renew.remote("replica-a", [lease.session_id]) == []
+    await pool.release.remote(lease.session_id, True, ("trade:005930",), "replica-a")
+    assert await pool.renew.remote("replica-b", [lease.session_id]) == []
+    assert (await pool.stats.remote())["leased"] == 1
+    assert await moved.session.channels.remote() == ["trade:005930"]
+    ray.kill(pool)
