@@ -15,8 +15,9 @@ import ray
 
 from actors.names import CANDLES, NAMESPACE
 from engine.candles.clock import MarketClock
-from engine.candles.service import CandleQuery, ChartService, FormingBar
+from engine.candles.service import CandleQuery, ChartService
 from engine.config import get_settings
+from engine.domain.bars import MinuteBar
 from engine.domain.calendar import get_calendar
 from engine.domain.intervals import parse_interval
 from engine.domain.symbols import parse_symbol
@@ -43,7 +44,7 @@ class CandleActor:
         self._default_limit = settings.candles_default_limit
         self._service: ChartService | None = None
         self._opening = asyncio.Lock()
-        self._forming: dict[str, FormingBar] = {}
+        self._forming: dict[str, MinuteBar] = {}
         # With the simulator upstream, "now" (where gap fill stops) is the simulator's.
         self._clock = MarketClock.from_settings(settings.market_clock, settings.sim_port)
 
@@ -90,7 +91,7 @@ class CandleActor:
         """The live bar of each interval for `symbol`: {interval: {time, open, high, low, close,
         volume}}, rolled up from `bar` (the forming 1-minute bar the caller shows; the one held
         here when None) exactly as `/candles` rolls it. Empty when there is no forming bar."""
-        forming = FormingBar.from_dict(symbol, bar) if bar is not None else None
+        forming = MinuteBar.from_data(symbol, bar) if bar is not None else None
         forming = forming or self._forming.get(parse_symbol(symbol))
         if forming is None:
             return {}
@@ -111,23 +112,14 @@ class CandleActor:
         if bar is None:
             self._forming.pop(parse_symbol(symbol), None)
             return
-        forming = FormingBar.from_dict(symbol, bar)
+        forming = MinuteBar.from_data(symbol, bar)
         held = self._forming.get(forming.symbol)
         if held is None or forming.time >= held.time:
             self._forming[forming.symbol] = forming
 
     def forming_bar(self, symbol: str) -> dict | None:
         held = self._forming.get(symbol)
-        if held is None:
-            return None
-        return {
-            "time": held.time,
-            "open": held.open,
-            "high": held.high,
-            "low": held.low,
-            "close": held.close,
-            "volume": held.volume,
-        }
+        return None if held is None else held.as_data()
 
 
 def candle_actor(database_url: str | None = None):

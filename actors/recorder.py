@@ -32,8 +32,8 @@ import ray
 
 from actors.names import CANDLES, KIS_SOCKET, NAMESPACE, RECORDER, find
 from actors.probe import probe
-from engine.candles.store import MinuteBar
 from engine.config import get_settings
+from engine.domain.bars import MinuteBar
 from engine.domain.symbols import parse_symbol
 from engine.errors import DatabaseUnavailableError, UnknownConsumerError, UpstreamUnavailableError
 from engine.kis.registry import Registration
@@ -46,18 +46,6 @@ logger = logging.getLogger(__name__)
 
 RETRY_S = 1.0
 REPAIR_POLL_S = 1.0
-
-
-def bar_dict(bar: MinuteBar) -> dict:
-    """The forming bar as the CandleActor and the WebSocket `candle` message take it."""
-    return {
-        "time": int(bar.ts.timestamp()),
-        "open": bar.open,
-        "high": bar.high,
-        "low": bar.low,
-        "close": bar.close,
-        "volume": bar.volume,
-    }
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -256,7 +244,7 @@ class Recorder:
         }
 
     async def _publish(self, changes: dict[str, MinuteBar]) -> None:
-        bars = {symbol: bar_dict(bar) for symbol, bar in changes.items()}
+        bars = {symbol: bar.as_data() for symbol, bar in changes.items()}
         async with self._forming_changed:
             self._forming.update(bars)
             self._forming_seq += 1
@@ -279,7 +267,7 @@ class Recorder:
 
     def forming_bars(self) -> dict[str, dict]:
         """Every symbol's forming 1-minute bar: {symbol: {time, open, high, low, close, volume}}."""
-        return {s: bar_dict(b) for s, b in self.core.forming_bars().items()}
+        return {s: b.as_data() for s, b in self.core.forming_bars().items()}
 
     async def forming_updates(self, after: int = 0, wait_s: float = 1.0) -> tuple[int, dict]:
         """Long-poll for the `candle:SYMBOL:1m` channel: waits up to `wait_s` for a publication

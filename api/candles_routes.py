@@ -12,9 +12,10 @@ from functools import lru_cache
 
 from engine.candles.service import CandleQuery, build_query
 from engine.config import Settings
-from engine.domain.calendar import KST_OFFSET, get_calendar
+from engine.domain.calendar import get_calendar
 from engine.domain.intervals import SUPPORTED_RESOLUTIONS, parse_resolution
 from engine.domain.krx import SYMBOL_NAMES, variable_tick_size
+from engine.domain.kst import KST_OFFSET_S
 
 EXCHANGE = "KRX"
 TIMEZONE = "Asia/Seoul"
@@ -111,7 +112,7 @@ def _calendar_exceptions(
 
 
 def _kst_clock(epoch: int) -> str:
-    return f"{datetime.fromtimestamp(epoch + KST_OFFSET, UTC):%H%M}"
+    return f"{datetime.fromtimestamp(epoch + KST_OFFSET_S, UTC):%H%M}"
 
 
 def _plus_minute(t: dt_time) -> str:

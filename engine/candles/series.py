@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from engine.candles.gapfill import CANDLE_SCHEMA
-from engine.domain.intervals import RELATIONS
+from engine.domain.intervals import MINUTE, RELATIONS
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 _OHLC = ("open", "high", "low", "close")
@@ -33,13 +33,14 @@ _PACKED = (
     + ", string_agg(int8send(volume::int8), ''::bytea), count(*)"
 )
 _SEED = (
-    "SELECT extract(epoch FROM ts)::int8 AS time, close::float8 AS close FROM market_candles"
-    " WHERE symbol = $1 AND \"interval\" = '1m' AND ts < $4 ORDER BY ts DESC LIMIT 1"
+    "SELECT extract(epoch FROM ts)::int8 AS time, close::float8 AS close FROM "
+    + RELATIONS[MINUTE]
+    + " WHERE symbol = $1 AND \"interval\" = '1m' AND ts < $4 ORDER BY ts DESC LIMIT 1"
 )
 
 
 def _range_filter(relation: str) -> str:
-    minute = " AND \"interval\" = '1m'" if relation == "market_candles" else ""
+    minute = " AND \"interval\" = '1m'" if relation == RELATIONS[MINUTE] else ""
     return f"FROM {relation} WHERE symbol = $1{minute} AND ts >= $2 AND ts < $3"
 
 

@@ -24,11 +24,12 @@ import polars as pl
 from engine.candles import series as db_series
 from engine.candles.gapfill import fill_gaps, mark_unfilled
 from engine.candles.rollup import roll_up
-from engine.domain.calendar import KST_OFFSET, TradingCalendar, daily_stamp
+from engine.domain.bars import MinuteBar
+from engine.domain.calendar import TradingCalendar, daily_stamp
 from engine.domain.intervals import Interval, parse_interval
+from engine.domain.kst import KST_OFFSET_S
 from engine.domain.symbols import parse_symbol
 from engine.errors import (
-    BadRequestError,
     DatabaseUnavailableError,
     InvalidRangeError,
     NoDataFoundError,
@@ -57,36 +58,6 @@ class CandleQuery:
 
 
 @dataclass(frozen=True, slots=True)
-class FormingBar:
-    """The 1-minute bar still forming (not yet written to `market_candles`)."""
-
-    symbol: str
-    time: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-
-    @classmethod
-    def from_dict(cls, symbol: str, bar: dict[str, Any]) -> FormingBar:
-        """From the recorder's dict: `time` (epoch s or aware datetime) or `ts`, OHLC, volume."""
-        stamp: Any = bar.get("time", bar.get("ts"))  # int() below rejects what is not a time
-        if isinstance(stamp, datetime):
-            stamp = int(stamp.timestamp())
-        try:
-            minute = int(stamp) - int(stamp) % 60
-            prices = [float(bar[k]) for k in ("open", "high", "low", "close")]
-            volume = int(bar.get("volume", 0))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadRequestError(f"forming bar for {symbol}: {exc}") from None
-        if not (prices[2] <= min(prices[0], prices[3]) and prices[1] >= max(prices[0], prices[3])):
-            raise BadRequestError(f"forming bar for {symbol}: high/low do not bound open/close")
-        o, h, low, c = prices
-        return cls(parse_symbol(symbol), minute, o, h, low, c, volume)
-
-
-@dataclass(frozen=True, slots=True)
 class LiveBar:
     """The forming bucket of some interval: stored minutes plus the forming 1-minute bar."""
 
@@ -101,16 +72,18 @@ class LiveBar:
     def of(
         cls,
         bucket: int,
-        forming: FormingBar,
+        forming: MinuteBar,
         stored: tuple[float, float, float, float, int] | None,
     ) -> LiveBar:
         """`stored`: the bucket's minutes before the forming one as (open, high, low, close,
         volume), or None when it has none."""
-        f = forming
+        f_open, f_high, f_low, f_close = (
+            float(p) for p in (forming.open, forming.high, forming.low, forming.close)
+        )
         if stored is None:
-            return cls(bucket, f.open, f.high, f.low, f.close, f.volume)
+            return cls(bucket, f_open, f_high, f_low, f_close, forming.volume)
         o, h, low, _, v = stored
-        return cls(bucket, o, max(h, f.high), min(low, f.low), f.close, v + f.volume)
+        return cls(bucket, o, max(h, f_high), min(low, f_low), f_close, v + forming.volume)
 
     def as_dict(self) -> dict[str, Any]:
         """{time, open, high, low, close, volume}; whole KRW prices as integers."""
@@ -190,7 +163,7 @@ def parse_time(text: str | int | float | None, name: str) -> int | None:
         else:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
             if parsed.tzinfo is None:
-                value = int(parsed.replace(tzinfo=UTC).timestamp()) - KST_OFFSET
+                value = int(parsed.replace(tzinfo=UTC).timestamp()) - KST_OFFSET_S
             else:
                 value = int(parsed.timestamp())
     except (ValueError, OverflowError):
@@ -238,7 +211,7 @@ def bucket_of_minute(interval: Interval, minute: int) -> int:
 
 def minute_bound(interval: Interval, bucket: int) -> int:
     """The first 1-minute start belonging to the bucket starting at `bucket`."""
-    return bucket if interval.is_intraday else bucket - KST_OFFSET
+    return bucket if interval.is_intraday else bucket - KST_OFFSET_S
 
 
 # -- the pipeline ------------------------------------------------------------------------------
@@ -274,7 +247,7 @@ class ChartService:
             ) from None
 
     async def series(
-        self, query: CandleQuery, forming: FormingBar | None = None, *, now: int | None = None
+        self, query: CandleQuery, forming: MinuteBar | None = None, *, now: int | None = None
     ) -> CandleSeries:
         interval = query.interval
         now = int(time.time()) if now is None else now
@@ -330,7 +303,7 @@ class ChartService:
                 seed_before=minute_bound(interval, first_bucket),
             )
 
-    async def _default_end(self, query: CandleQuery, forming: FormingBar | None) -> int | None:
+    async def _default_end(self, query: CandleQuery, forming: MinuteBar | None) -> int | None:
         """End of the bucket holding the newest candle (stored or forming)."""
         async with self._database():
             latest = await db_series.latest_minute(self.pool, query.symbol)
@@ -340,7 +313,7 @@ class ChartService:
             return None
         return bucket_of_minute(query.interval, latest) + query.interval.seconds
 
-    async def live_bar(self, symbol: str, interval: Interval, forming: FormingBar) -> LiveBar:
+    async def live_bar(self, symbol: str, interval: Interval, forming: MinuteBar) -> LiveBar:
         """The bucket of `interval` holding the forming minute, as it stands: its stored minutes
         before the forming one rolled together with the forming bar (the forming bar alone at 1m).
 

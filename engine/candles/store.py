@@ -17,12 +17,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import TypeAlias
 
 import asyncpg
 import polars as pl
 
+from engine.domain.bars import MinuteBar
+from engine.domain.intervals import DAY, HOUR, MINUTE, RELATIONS
+from engine.domain.kst import KST_OFFSET
 from engine.errors import InvalidCandlesError
 from engine.storage.migrate import DbMode, database_mode
 
@@ -30,24 +32,10 @@ logger = logging.getLogger(__name__)
 
 MINUTE_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-KST_OFFSET = timedelta(hours=9)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # date_bin origin: a UTC midnight
 MAX_PROBLEMS_REPORTED = 50
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
-
-
-@dataclass(frozen=True, slots=True)
-class MinuteBar:
-    """One 1-minute candle; `ts` is the aware UTC start of the minute."""
-
-    symbol: str
-    ts: datetime
-    open: Decimal | int
-    high: Decimal | int
-    low: Decimal | int
-    close: Decimal | int
-    volume: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +66,13 @@ class AggregateLevel:
         return start, start + self.width
 
 
-RAW_RELATION = "market_candles"  # the 1-minute rows every aggregate is built from
+RAW_RELATION = RELATIONS[MINUTE]  # the 1-minute rows every aggregate is built from
 
 # Order matters: each level reads a level computed before it.
 LEVELS: tuple[AggregateLevel, ...] = (
     AggregateLevel(
         "5m",
-        "market_candles_5m",
+        RELATIONS[5 * MINUTE],
         timedelta(minutes=5),
         RAW_RELATION,
         cagg="market_candles_5m",
@@ -93,27 +81,27 @@ LEVELS: tuple[AggregateLevel, ...] = (
     ),
     AggregateLevel(
         "15m",
-        "market_candles_15m",
+        RELATIONS[15 * MINUTE],
         timedelta(minutes=15),
-        "market_candles_5m",
+        RELATIONS[5 * MINUTE],
         cagg="market_candles_15m",
         end_offset=timedelta(minutes=30),
         schedule=timedelta(minutes=15),
     ),
     AggregateLevel(
         "1h",
-        "market_candles_1h",
+        RELATIONS[HOUR],
         timedelta(hours=1),
-        "market_candles_5m",
+        RELATIONS[5 * MINUTE],
         cagg="market_candles_1h",
         end_offset=timedelta(hours=2),
         schedule=timedelta(minutes=30),
     ),
     AggregateLevel(
         "1d",
-        "market_candles_1d",
+        RELATIONS[DAY],
         timedelta(days=1),
-        "market_candles_1h",
+        RELATIONS[HOUR],
         shift=KST_OFFSET,
         cagg="market_candles_1d_kst",
         end_offset=timedelta(days=1),

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from engine.domain.intervals import DAY, Interval
+from engine.domain.kst import KST_OFFSET_S
 
-KST_OFFSET = 9 * 3600
 REGULAR_OPEN = time(9, 0)
 REGULAR_CLOSE = time(15, 30)
 CLOSING_CALL_MINUTES = 10
@@ -117,10 +117,10 @@ class TradingCalendar:
         cal_opens = _epoch_seconds(schedule["open"])
         cal_closes = _epoch_seconds(schedule["close"])
         # Shift of each day against the calendar's regular hours (e.g. +1 h on the first day).
-        open_shift = (cal_opens - days) - (_kst_seconds(REGULAR_OPEN) - KST_OFFSET)
-        close_shift = (cal_closes - days) - (_kst_seconds(REGULAR_CLOSE) - KST_OFFSET)
-        opens = days + (_kst_seconds(self.session_open) - KST_OFFSET) + open_shift
-        closes = days + (_kst_seconds(self.session_close) - KST_OFFSET) + close_shift
+        open_shift = (cal_opens - days) - (_kst_seconds(REGULAR_OPEN) - KST_OFFSET_S)
+        close_shift = (cal_closes - days) - (_kst_seconds(REGULAR_CLOSE) - KST_OFFSET_S)
+        opens = days + (_kst_seconds(self.session_open) - KST_OFFSET_S) + open_shift
+        closes = days + (_kst_seconds(self.session_close) - KST_OFFSET_S) + close_shift
         return _YearSessions(days, opens.astype(np.int64), closes.astype(np.int64))
 
     def _range(self, start: int, end: int) -> _YearSessions:
@@ -245,12 +245,12 @@ def _day_epoch(day: date) -> int:
 
 def kst_date_of(ts: int) -> date:
     """The KST calendar date of an epoch second."""
-    return datetime.fromtimestamp(ts + KST_OFFSET, UTC).date()
+    return datetime.fromtimestamp(ts + KST_OFFSET_S, UTC).date()
 
 
 def daily_stamp(ts: int) -> int:
     """00:00 UTC of the KST date holding `ts`: the stamp of its daily bar."""
-    return (ts + KST_OFFSET) // DAY * DAY
+    return (ts + KST_OFFSET_S) // DAY * DAY
 
 
 @lru_cache(maxsize=8)
@@ -264,7 +264,6 @@ def get_calendar(
 
 
 __all__ = [
-    "KST_OFFSET",
     "Session",
     "TradingCalendar",
     "daily_stamp",

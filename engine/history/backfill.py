@@ -34,13 +34,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from engine.candles.store import MinuteBar, refresh_aggregates, upsert_minute_bars
+from engine.candles.store import refresh_aggregates, upsert_minute_bars
 from engine.config import Settings
+from engine.domain.bars import MinuteBar
 from engine.domain.calendar import TradingCalendar, get_calendar
 from engine.domain.intervals import parse_interval
+from engine.domain.kst import KST
 from engine.errors import InvalidRangeError
-from engine.kis.rest import ChartPage, ChartRow, KisRestClient
-from engine.kis.timeconv import KST
+from engine.kis.rest import ChartPage, KisRestClient
 from engine.storage.migrate import DbMode, database_mode
 from engine.storage.pool import connect
 
@@ -72,8 +73,14 @@ def _fmt(d: date) -> str:
     return d.strftime("%Y%m%d")
 
 
-def _bar(symbol: str, row: ChartRow) -> MinuteBar:
-    return MinuteBar(symbol, row.ts, row.open, row.high, row.low, row.close, row.volume)
+def _kst_day(bar: MinuteBar) -> str:
+    """The bar's trading date as KIS writes it (YYYYMMDD, KST)."""
+    return f"{bar.ts.astimezone(KST):%Y%m%d}"
+
+
+def _kst_time(bar: MinuteBar) -> str:
+    """The bar's start as KIS writes it (HHMMSS, KST)."""
+    return f"{bar.ts.astimezone(KST):%H%M%S}"
 
 
 async def store_bars(
@@ -122,18 +129,15 @@ class Backfill:
         lo, hi = _fmt(first), _fmt(last)
         oldest_ts = newest_ts = None
         async for rows in self._pages(symbol, first, last):
-            rows = [r for r in rows if lo <= r.trade_date <= hi]
+            rows = [r for r in rows if lo <= _kst_day(r) <= hi]
             if not rows:
                 continue
             fetched += len(rows)
-            bars = [_bar(symbol, r) for r in rows]
-            changed += await store_bars(self._conn, bars, mode, refresh=False)
-            for r in rows:
-                if r.trade_date not in days:
-                    days.add(r.trade_date)
+            changed += await store_bars(self._conn, rows, mode, refresh=False)
+            days.update(_kst_day(r) for r in rows)
             oldest_ts = min(oldest_ts or rows[-1].ts, rows[-1].ts)
             newest_ts = max(newest_ts or rows[0].ts, rows[0].ts)
-            self._progress(rows[-1].trade_date, fetched)
+            self._progress(_kst_day(rows[-1]), fetched)
         if mode == "timescaledb" and oldest_ts is not None and newest_ts is not None:
             await refresh_aggregates(
                 self._conn, oldest_ts, newest_ts + timedelta(minutes=1), mode=mode
@@ -148,7 +152,7 @@ class Backfill:
         )  # fmt: skip
         return report
 
-    async def minute_rows(self, symbol: str, minutes: Iterable[datetime]) -> list[ChartRow]:
+    async def minute_rows(self, symbol: str, minutes: Iterable[datetime]) -> list[MinuteBar]:
         """The chart rows of exactly these completed minutes (UTC starts), newest first.
 
         Each call's cursor is the last second of the newest minute still wanted, so that minute
@@ -157,7 +161,7 @@ class Backfill:
         FHKST03010230. A few scattered minutes cost one call each; a run of them one per page.
         """
         wanted = sorted(set(minutes), reverse=True)
-        out: list[ChartRow] = []
+        out: list[MinuteBar] = []
         while wanted:
             cursor = wanted[0].astimezone(KST)
             hour = cursor.strftime("%H%M") + "59"
@@ -189,7 +193,7 @@ class Backfill:
         newest: tuple[str, str] | None = None  # (date, time) rows must be older than
         while day >= first:
             page = await self._kis.past_minutes(symbol, _fmt(day), hour)
-            rows = [r for r in page.rows if newest is None or (r.trade_date, r.time) < newest]
+            rows = [r for r in page.rows if newest is None or (_kst_day(r), _kst_time(r)) < newest]
             if not rows:
                 if page.rows:
                     break  # the cursor did not move: stop rather than loop
@@ -197,11 +201,12 @@ class Backfill:
                 continue
             yield rows
             oldest = rows[-1]
-            oldest_day = datetime.strptime(oldest.trade_date, "%Y%m%d").date()
-            if oldest.time <= OPEN_HOUR:
+            oldest_day = oldest.ts.astimezone(KST).date()
+            if _kst_time(oldest) <= OPEN_HOUR:
                 day, hour, newest = oldest_day - timedelta(days=1), CLOSE_HOUR, None
             else:
-                day, hour, newest = oldest_day, oldest.time, (oldest.trade_date, oldest.time)
+                stamp = (_kst_day(oldest), _kst_time(oldest))
+                day, hour, newest = oldest_day, stamp[1], stamp
             if not (page.more or page.full):
                 break
 
@@ -209,11 +214,11 @@ class Backfill:
         hour, newest = CLOSE_HOUR, None
         while True:
             page: ChartPage = await self._kis.today_minutes(symbol, hour)
-            rows = [r for r in page.rows if newest is None or r.time < newest]
+            rows = [r for r in page.rows if newest is None or _kst_time(r) < newest]
             if not rows:
                 return
             yield rows
-            oldest = rows[-1].time
+            oldest = _kst_time(rows[-1])
             if oldest <= OPEN_HOUR or not (page.more or page.full):
                 return
             hour = newest = oldest

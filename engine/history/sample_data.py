@@ -24,10 +24,10 @@ import polars as pl
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
 
+from engine.config import DEFAULT_SYMBOLS
 from engine.domain.krx import TICK_TABLE, TOP_TICK
 
 SYNTHETIC_NOTE = "synthetic sample data (engine.history.sample_data), not market data"
-DEFAULT_SYMBOLS = ("005930", "000660", "035420", "035720", "005380", "051910")
 CLOSING_CALL = timedelta(minutes=10)  # 15:20–15:30 KST: orders only, no trades
 # The KRX tick table (engine.domain.krx) as arrays: upper bounds (exclusive) and ticks.
 _TICK_BOUNDS = np.array([bound for bound, _ in TICK_TABLE])

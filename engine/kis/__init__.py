@@ -43,14 +43,13 @@ from engine.kis.messages import (
     unsubscribe_message,
 )
 from engine.kis.records import BookSnapshot, ExecutionNotice, Record, Trade
-from engine.kis.timeconv import KST, kst_to_utc, kst_today
+from engine.kis.timeconv import kst_to_utc, kst_today
 from engine.kis.tr import BOOK, NOTICE, NOTICE_PAPER, PINGPONG, TRADE
 
 __all__ = [
     "ACK_CODES",
     "APPROVAL_PATH",
     "BOOK",
-    "KST",
     "NOTICE",
     "NOTICE_PAPER",
     "PINGPONG",

@@ -7,7 +7,7 @@
   sooner than a minute after the last) and the call is retried once.
 - Every quotation call waits for the client-side rate limiter (20/s real, 2/s paper by default)
   and retries a few times on KIS's own over-limit answer (EGW00201).
-- Chart rows come back as `ChartRow` (one 1-minute bar, labelled by its start).
+- Chart rows come back as `MinuteBar`s (engine.domain.bars), each labelled by its start.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from engine.config import Settings
+from engine.domain.bars import MinuteBar
 from engine.errors import KisProtocolError, UpstreamUnavailableError
 from engine.kis.messages import TOKEN_PATH, token_request
 from engine.kis.timeconv import kst_to_utc
@@ -52,22 +52,8 @@ _OVER_LIMIT_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
-class ChartRow:
-    """One row of a minute chart: the bar starting at `ts` (UTC)."""
-
-    trade_date: str  # YYYYMMDD KST
-    time: str  # HHMMSS KST, the bar's start
-    ts: datetime
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int
-
-
-@dataclass(frozen=True, slots=True)
 class ChartPage:
-    rows: tuple[ChartRow, ...]  # newest first, as KIS sends them
+    rows: tuple[MinuteBar, ...]  # newest first, as KIS sends them
     more: bool  # reply header tr_cont M/F: older rows remain
     full: bool = False  # as many rows as a page holds: older rows may remain, tr_cont or not
 
@@ -313,7 +299,7 @@ class KisRestClient:
                 "FID_PW_DATA_INCU_YN": "Y",
             },
         )
-        return _page(reply, TODAY_MINUTES_ROWS)
+        return _page(symbol, reply, TODAY_MINUTES_ROWS)
 
     async def past_minutes(self, symbol: str, day: str, hour: str) -> ChartPage:
         """FHKST03010230: bars at or before (`day`, `hour`), ≤ 120 rows, newest first."""
@@ -329,7 +315,7 @@ class KisRestClient:
                 "FID_FAKE_TICK_INCU_YN": "",
             },
         )
-        return _page(reply, PAST_MINUTES_ROWS)
+        return _page(symbol, reply, PAST_MINUTES_ROWS)
 
 
 def _json(reply: httpx.Response) -> dict[str, Any]:
@@ -340,18 +326,17 @@ def _json(reply: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _page(reply: httpx.Response, page_rows: int) -> ChartPage:
+def _page(symbol: str, reply: httpx.Response, page_rows: int) -> ChartPage:
     body = _json(reply)
-    rows: list[ChartRow] = []
+    rows: list[MinuteBar] = []
     for raw in body.get("output2") or []:
         if not raw or not raw.get("stck_bsop_date"):
             continue  # KIS pads empty pages with blank rows
         try:
             day, hour = raw["stck_bsop_date"], raw["stck_cntg_hour"]
             rows.append(
-                ChartRow(
-                    day,
-                    hour,
+                MinuteBar(
+                    symbol,
                     kst_to_utc(day, hour[:4] + "00"),
                     int(raw["stck_oprc"]),
                     int(raw["stck_hgpr"]),

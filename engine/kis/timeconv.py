@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
-KST = timezone(timedelta(hours=9), "KST")
-_NINE_HOURS = timedelta(hours=9)
+from engine.domain.kst import KST, KST_OFFSET
 
 # A frame repeats the same second many times; caching the conversion is the single
 # biggest saving in the decoder. Bounded by clearing: keys are one per (date, second).
@@ -31,7 +30,7 @@ def kst_to_utc(date: str, hhmmss: str) -> datetime:
             int(hhmmss[4:]),
             tzinfo=UTC,
         )
-        - _NINE_HOURS
+        - KST_OFFSET
     )
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from engine.domain.bars import MinuteBar
 from engine.domain.intervals import parse_interval
 from engine.domain.symbols import is_symbol
 from engine.errors import BadRequestError, InvalidSymbolError
@@ -134,29 +135,6 @@ def newer_bar(held: dict[str, Any] | None, bar: dict[str, Any]) -> bool:
     return (bar["time"], bar["volume"]) > (held["time"], held["volume"])
 
 
-@dataclass(slots=True)
-class FormingBar:
-    """The 1-minute bar of one symbol still forming, built from its trades."""
-
-    start: int  # bucket start, epoch seconds UTC
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int
-
-    def as_data(self) -> dict[str, object]:
-        return {
-            "time": self.start,
-            "open": self.open,
-            "high": self.high,
-            "low": self.low,
-            "close": self.close,
-            "volume": self.volume,
-            "live": True,
-        }
-
-
 class WindowCoalescer:
     """Collects one window's records and renders them once per channel (see module doc)."""
 
@@ -165,7 +143,7 @@ class WindowCoalescer:
         self.candles_from_trades = candles_from_trades
         self._trades: dict[str, list[Trade]] = {}
         self._books: dict[str, BookSnapshot] = {}
-        self._bars: dict[str, FormingBar] = {}
+        self._bars: dict[str, MinuteBar] = {}
         self._bars_changed: set[str] = set()
 
     def add(self, records: Iterable[Record]) -> None:
@@ -178,15 +156,14 @@ class WindowCoalescer:
                 self._books[record.symbol] = record  # the latest snapshot wins
 
     def _update_bar(self, t: Trade) -> None:
-        start = int(t.ts.timestamp()) // 60 * 60
+        start = t.ts.replace(second=0, microsecond=0)
         bar = self._bars.get(t.symbol)
-        if bar is None or start > bar.start:
-            self._bars[t.symbol] = FormingBar(start, t.price, t.price, t.price, t.price, t.volume)
-        elif start == bar.start:
-            bar.high = max(bar.high, t.price)
-            bar.low = min(bar.low, t.price)
-            bar.close = t.price
-            bar.volume += t.volume
+        if bar is None or start > bar.ts:
+            self._bars[t.symbol] = MinuteBar(
+                t.symbol, start, t.price, t.price, t.price, t.price, t.volume
+            )
+        elif start == bar.ts:
+            self._bars[t.symbol] = bar.with_trade(t.price, t.volume)
         else:
             return  # a late trade of a closed bar: the recorder owns history, not the live view
         self._bars_changed.add(t.symbol)
@@ -225,10 +202,10 @@ class WindowCoalescer:
         self._bars_changed.clear()
 
     @staticmethod
-    def _candle(symbol: str, bar: FormingBar) -> dict[str, object]:
+    def _candle(symbol: str, bar: MinuteBar) -> dict[str, object]:
         return {
             "type": CANDLE,
             "symbol": symbol,
             "interval": MINUTE_INTERVAL,
-            "data": bar.as_data(),
+            "data": {**bar.as_data(), "live": True},
         }

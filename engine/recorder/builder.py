@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
-from engine.candles.store import MinuteBar
+from engine.domain.bars import MinuteBar
 from engine.kis.records import Trade
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ class TickOutcome(Enum):
     REJECTED = "rejected"  # not a usable trade (non-positive price, negative volume…)
 
 
-class _Bar:
-    """A mutable bar under construction; `open_cum`/`close_cum` order prices by ACML_VOL."""
+class _MinuteTally:
+    """A minute's running OHLCV while its ticks arrive (MinuteBar is made from it);
+    `open_cum`/`close_cum` order prices by ACML_VOL."""
 
     __slots__ = ("close", "close_cum", "high", "low", "open", "open_cum", "volume")
 
@@ -100,7 +101,7 @@ class _SymbolDay:
         self.minutes: list[int] = []  # the epoch minute of each, parallel to cums
         self.head_vol = 0  # CNTG_VOL of cums[0] while no floor is known
         self.floor: int | None = None  # everything <= floor is counted already
-        self.bars: dict[int, _Bar] = {}
+        self.bars: dict[int, _MinuteTally] = {}
         self.dirty: set[int] = set()
         self.forming = -1  # newest minute seen
         self.pruned_before = -1  # bars before this minute are gone from memory
@@ -200,7 +201,7 @@ class BarBuilder:
             day.minutes.append(minute)
         bar = bars.get(minute)
         if bar is None:
-            bar = bars[minute] = _Bar(price, cum)
+            bar = bars[minute] = _MinuteTally(price, cum)
         else:
             bar.add(price, cum)
         bar.volume += own
@@ -273,7 +274,7 @@ class BarBuilder:
             yield self._bar(day.symbol, minute, day.bars[minute])
 
     @staticmethod
-    def _bar(symbol: str, minute: int, bar: _Bar) -> MinuteBar:
+    def _bar(symbol: str, minute: int, bar: _MinuteTally) -> MinuteBar:
         return MinuteBar(
             symbol, _minute_ts(minute), bar.open, bar.high, bar.low, bar.close, bar.volume
         )
@@ -338,7 +339,7 @@ class BarBuilder:
         bar = checkpoint.forming
         if bar is not None:
             minute = int(bar.ts.timestamp()) // 60
-            state = _Bar(int(bar.open), checkpoint.open_cum)
+            state = _MinuteTally(int(bar.open), checkpoint.open_cum)
             state.high, state.low = int(bar.high), int(bar.low)
             state.close, state.close_cum = int(bar.close), checkpoint.close_cum
             state.volume = bar.volume

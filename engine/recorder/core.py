@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 
-from engine.candles.store import MinuteBar
+from engine.domain.bars import MinuteBar
 from engine.errors import (
     DatabaseUnavailableError,
     InvalidCandlesError,
@@ -300,8 +300,7 @@ class RecorderCore:
         try:
             for symbol, suspects in due.items():
                 rows = await job.minute_rows(symbol, [s.ts for s in suspects])
-                bars.extend(MinuteBar(symbol, r.ts, r.open, r.high, r.low, r.close, r.volume)
-                            for r in rows)  # fmt: skip
+                bars.extend(rows)
         except (UpstreamUnavailableError, KisProtocolError) as exc:
             self.repair_stats["errors"] += 1
             self._repair_after = time.monotonic() + REPAIR_RETRY_S

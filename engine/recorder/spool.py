@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from engine.candles.store import MinuteBar
+from engine.domain.bars import MinuteBar, Price
 from engine.recorder.builder import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ class Backlog:
         }
 
 
-def _price(value: Decimal | int) -> int | str:
+def _price(value: Price) -> int | str:
+    """Exact in JSON: whole won as int, anything else as its decimal string."""
     return value if isinstance(value, int) else str(value)
 
 

@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import asyncpg
 
-from engine.candles.store import MinuteBar, upsert_minute_bars
+from engine.candles.store import upsert_minute_bars
+from engine.domain.bars import MinuteBar
 from engine.recorder.builder import Checkpoint
 from engine.recorder.spool import FlushBatch
 from engine.storage.migrate import DbMode

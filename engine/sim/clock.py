@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from engine.kis.timeconv import KST
+from engine.domain.kst import KST
 from engine.sim import krx
 
 # A session is [09:00:00, 15:30:00] inclusive: the extra second is the closing print.

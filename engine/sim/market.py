@@ -57,7 +57,7 @@ def instrument_for(symbol: str) -> Instrument:
     return Instrument(symbol, f"SIM{symbol}", price)
 
 
-class MinuteBar(NamedTuple):
+class PlannedMinute(NamedTuple):
     """One minute's aggregate, labelled by its start (KST)."""
 
     minute: int  # session minute index, 0 = 09:00
@@ -106,7 +106,7 @@ class DayPlan:
     prev_close: int
     open: int
     close: int
-    bars: tuple[MinuteBar, ...]  # minutes 0..379 and 390 (the closing print); count > 0
+    bars: tuple[PlannedMinute, ...]  # minutes 0..379 and 390 (the closing print); count > 0
     cum_volume: tuple[int, ...]  # cum_volume[i] = volume of bars[:i]
     cum_value: tuple[int, ...]
     high_before: tuple[int, ...]  # day high over bars[:i] (0 before the first)
@@ -223,7 +223,7 @@ class SyntheticMarket:
 
     def _minute_bar(
         self, symbol: str, day: str, m: int, anchors: list[int]
-    ) -> tuple[MinuteBar, random.Random]:
+    ) -> tuple[PlannedMinute, random.Random]:
         rng = self._rng(symbol, day, m)
         o, c = anchors[m], anchors[m + 1]
         # U-shaped activity: bursts after the open and before the closing call.
@@ -246,15 +246,17 @@ class SyntheticMarket:
         if m == 0:  # the opening auction print lands in the first minute
             volume += round(size * 60 * rng.lognormvariate(0.0, 0.3))
         typical = (o + h + lo + c) // 4
-        return MinuteBar(m, o, h, lo, c, volume, volume * typical, n), rng
+        return PlannedMinute(m, o, h, lo, c, volume, volume * typical, n), rng
 
-    def _closing_bar(self, symbol: str, day: str, close: int) -> MinuteBar:
+    def _closing_bar(self, symbol: str, day: str, close: int) -> PlannedMinute:
         rng = self._rng(symbol, day, krx.CLOSE_MINUTE)
         volume = max(1, round(_TRADE_VALUE_KRW / close * 80 * rng.lognormvariate(0.0, 0.3)))
-        return MinuteBar(krx.CLOSE_MINUTE, close, close, close, close, volume, volume * close, 1)
+        return PlannedMinute(
+            krx.CLOSE_MINUTE, close, close, close, close, volume, volume * close, 1
+        )
 
     def ticks(self, symbol: str, day: str, minute: int) -> list[Tick]:
-        """The trades of one minute, in order, aggregating exactly to its MinuteBar."""
+        """The trades of one minute, in order, aggregating exactly to its PlannedMinute."""
         plan = self.day(symbol, day)
         pos = plan.index.get(minute)
         if pos is None:
@@ -285,7 +287,7 @@ class SyntheticMarket:
         return out
 
     @staticmethod
-    def _tick_prices(rng: random.Random, bar: MinuteBar) -> list[int]:
+    def _tick_prices(rng: random.Random, bar: PlannedMinute) -> list[int]:
         n = bar.count
         prices = [bar.open] * n
         if n == 1:

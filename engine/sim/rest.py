@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from aiohttp import web
 
 from engine.sim import krx
-from engine.sim.market import DayPlan, MinuteBar, instrument_for
+from engine.sim.market import DayPlan, PlannedMinute, instrument_for
 from engine.sim.state import SimState
 from engine.sim.ws import STATE
 
@@ -144,14 +144,14 @@ def _date(text: str) -> date | None:
 # -- minute bars --------------------------------------------------------------------------------
 
 
-def _partial(state: SimState, plan: DayPlan, bar: MinuteBar, upto: int) -> MinuteBar | None:
+def _partial(state: SimState, plan: DayPlan, bar: PlannedMinute, upto: int) -> PlannedMinute | None:
     """The forming bar: the minute's trades up to second `upto`."""
     trades = state.market.trades_between(plan.symbol, plan.date, bar.start_second, upto)
     if not trades:
         return None
     prices = [t.price for t in trades]
     volume = sum(t.volume for t in trades)
-    return MinuteBar(
+    return PlannedMinute(
         bar.minute,
         prices[0],
         max(prices),
@@ -165,7 +165,7 @@ def _partial(state: SimState, plan: DayPlan, bar: MinuteBar, upto: int) -> Minut
 
 def _day_rows(
     state: SimState, plan: DayPlan, upto: int, now: int | None
-) -> list[tuple[str, MinuteBar]]:
+) -> list[tuple[str, PlannedMinute]]:
     """(date, bar) oldest → newest, for bars starting at or before second `upto` (the cursor).
 
     Every completed minute is whole whatever the cursor's second: only the minute forming at
@@ -174,7 +174,7 @@ def _day_rows(
     `chart_cut_at_cursor` brings back the older shape, each minute cut at the cursor second.
     """
     cut_at_cursor = state.config.chart_cut_at_cursor
-    rows: list[tuple[str, MinuteBar]] = []
+    rows: list[tuple[str, PlannedMinute]] = []
     for bar in plan.bars:
         start = bar.start_second
         if start > upto:
@@ -194,7 +194,9 @@ def _day_rows(
         elif rows:
             prev = rows[-1][1]
             c = prev.close
-            rows.append((plan.date, MinuteBar(bar.minute, c, c, c, c, prev.volume, prev.value, 0)))
+            rows.append(
+                (plan.date, PlannedMinute(bar.minute, c, c, c, c, prev.volume, prev.value, 0))
+            )
     return rows
 
 
@@ -203,7 +205,7 @@ def _continuation(state: SimState, more: bool) -> dict[str, str]:
     return {"tr_cont": "M" if more else "D"} if state.config.chart_tr_cont else {}
 
 
-def _minute_row(day: str, bar: MinuteBar) -> dict[str, str]:
+def _minute_row(day: str, bar: PlannedMinute) -> dict[str, str]:
     return {
         "stck_bsop_date": day,
         "stck_cntg_hour": krx.hhmmss(bar.start_second),
@@ -241,7 +243,7 @@ def _history_start(state: SimState) -> date:
 
 def _rows_back(
     state: SimState, symbol: str, day: date, upto: int
-) -> Iterator[tuple[str, MinuteBar]]:
+) -> Iterator[tuple[str, PlannedMinute]]:
     """Minute rows newest first from (day, upto) backwards across trading days."""
     now = state.clock.now()
     start = _history_start(state)
@@ -293,7 +295,7 @@ async def past_minutes(request: web.Request) -> web.Response:
     if symbol is None or day is None:
         return _fail(500, "SIM00002", "invalid FID_INPUT_ISCD or FID_INPUT_DATE_1")
     upto = _hour(request.query.get("FID_INPUT_HOUR_1", ""), krx.CLOSE_SECOND)
-    page: list[tuple[str, MinuteBar]] = []
+    page: list[tuple[str, PlannedMinute]] = []
     rows = _rows_back(state, symbol, day, upto)
     for row in rows:
         page.append(row)

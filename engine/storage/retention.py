@@ -19,8 +19,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from engine.candles.store import KST_OFFSET, LEVEL_BY_INTERVAL, RAW_RELATION
+from engine.candles.store import LEVEL_BY_INTERVAL, RAW_RELATION
 from engine.config import Settings
+from engine.domain.kst import KST_OFFSET
 from engine.storage.migrate import DbMode, database_mode
 
 logger = logging.getLogger(__name__)

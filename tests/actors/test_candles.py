@@ -11,7 +11,8 @@ import ray
 
 from actors.candles import CandleActor
 from engine.candles.service import build_query
-from engine.candles.store import MinuteBar, upsert_minute_bars
+from engine.candles.store import upsert_minute_bars
+from engine.domain.bars import MinuteBar
 from engine.errors import BadRequestError, NoDataFoundError
 from engine.history.sample_data import synthetic_minute_bars
 from engine.storage.migrate import migrate

@@ -9,7 +9,7 @@ from datetime import datetime
 import httpx
 
 from engine.candles.clock import MarketClock
-from engine.kis.timeconv import KST
+from engine.domain.kst import KST
 from tests.conftest import free_port
 from tests.engine.conftest import SIM_START
 

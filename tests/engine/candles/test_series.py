@@ -8,8 +8,9 @@ import asyncpg
 import polars as pl
 import pytest
 
-from engine.candles.service import CandleQuery, ChartService, FormingBar, build_query, parse_time
+from engine.candles.service import CandleQuery, ChartService, build_query, parse_time
 from engine.candles.store import refresh_aggregates, upsert_minute_bars
+from engine.domain.bars import MinuteBar
 from engine.domain.calendar import get_calendar
 from engine.domain.intervals import parse_interval
 from engine.errors import (
@@ -29,6 +30,10 @@ CAL = get_calendar()
 
 def kst(*args: int) -> int:
     return int(datetime(*args, tzinfo=UTC).timestamp()) - 9 * 3600
+
+
+def at(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def utc(*args: int) -> int:
@@ -208,7 +213,7 @@ async def test_default_page_is_exactly_the_default_limit(service) -> None:
     """Bars outside the session grid (the forming bar after the 15:30 print) used to make the
     default page longer than the limit; the page is exactly `default_limit` candles, newest
     last."""
-    bar = FormingBar(SYMBOL, kst(2024, 2, 16, 15, 41), 100.0, 110.0, 90.0, 105.0, 7)
+    bar = MinuteBar(SYMBOL, at(kst(2024, 2, 16, 15, 41)), 100.0, 110.0, 90.0, 105.0, 7)
     for interval in ("1m", "5m", "15m"):  # the data holds over 100 of each
         series = await service.series(query(interval, None, None), bar)
         assert series.frame.height == 100, interval
@@ -248,7 +253,7 @@ async def test_too_many_buckets_is_invalid_range(service) -> None:
 
 async def test_forming_bar_is_merged_live(service) -> None:
     minute = kst(2024, 2, 16, 15, 31)  # after the closing print: a new bucket
-    bar = FormingBar(SYMBOL, minute, 100.0, 110.0, 90.0, 105.0, 7)
+    bar = MinuteBar(SYMBOL, at(minute), 100.0, 110.0, 90.0, 105.0, 7)
     series = await service.series(query("1m", None, None, limit=3), bar)
     last = series.frame.row(-1, named=True)
     assert (last["time"], last["close"], last["live"], last["is_filled"]) == (

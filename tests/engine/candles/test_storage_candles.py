@@ -10,7 +10,8 @@ import asyncpg
 import polars as pl
 import pytest
 
-from engine.candles.store import MinuteBar, refresh_aggregates, upsert_minute_bars
+from engine.candles.store import refresh_aggregates, upsert_minute_bars
+from engine.domain.bars import MinuteBar
 from engine.errors import InvalidCandlesError
 from engine.history.sample_data import synthetic_minute_bars
 from tests.engine.storage_support import (

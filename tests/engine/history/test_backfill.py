@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from engine.domain.calendar import get_calendar
+from engine.domain.kst import KST
 from engine.errors import InvalidRangeError
 from engine.history.backfill import Backfill, day_runs, gap_days
 from engine.kis.rest import KisRestClient, RateLimiter
@@ -185,7 +186,7 @@ async def _page_today(kis: KisRestClient, cursor: Callable[[str], str]) -> dict:
         page = await kis.today_minutes(SYMBOL, hour)
         for r in page.rows:
             bars.setdefault(r.ts, (r.open, r.high, r.low, r.close, r.volume))
-        oldest = page.rows[-1].time
+        oldest = f"{page.rows[-1].ts.astimezone(KST):%H%M%S}"
         if oldest <= "090000":
             return bars
         hour = cursor(oldest)

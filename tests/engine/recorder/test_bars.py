@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.candles.store import MinuteBar
+from engine.domain.bars import MinuteBar
 from engine.kis.records import Trade
 from engine.kis.timeconv import kst_to_utc
 from engine.recorder.builder import BarBuilder, Checkpoint, TickOutcome

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from engine.candles.store import MinuteBar
+from engine.domain.bars import MinuteBar
 from engine.recorder.builder import Checkpoint
 from engine.recorder.spool import BarSpool, FlushBatch, decode_batch, encode_batch
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from engine.kis.timeconv import KST
+from engine.domain.kst import KST
 from engine.sim import krx
 from engine.sim.clock import LIVE_HEADROOM_S, SimClock, map_into_session
 
