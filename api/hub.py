@@ -1,597 +1,161 @@
-"""The per-replica hub: one consumer at the KIS socket actor, fanned out in-process to sockets.
+"""The replica's hub (engine.live.hub) wired to Ray: adapters for its three ports over actor
+handles, and `replica_hub()`, which builds this process's one hub.
 
-The hub holds ONE registration at `kis-socket` for the union of its sockets' channels and keeps
-exactly one pull in flight, sent as soon as the previous batch arrives; the socket actor answers
-it no sooner than a window after that batch. So batches arrive in order, the in-flight count is 1
-whatever the number of clients, and the request's trip overlaps the window. Each window is
-rendered once per channel
-(engine.live.channels.WindowCoalescer) and appended to the subscribed sockets' outboxes
-(engine.live.fanout). Ray calls per second are therefore about 1/window per replica, not per client.
-
-Candles come from the recorder, which owns every symbol's forming bar (the one REST /candles
-serves as "live"): while some socket of the replica holds a `candle:SYMBOL:*` channel, a separate
-task keeps ONE `forming_updates` long-poll outstanding at the `recorder` actor and publishes the
-bars that changed (latest wins in each outbox). Coarser channels (`candle:SYMBOL:5m`, `:1d`...)
-get the same 1-minute bar rolled into its bucket by the candle service (`live_bars`, the code
-`/candles` uses for its live row), one call per symbol and update. A channel's bar never steps
-back (`newer_bar`): a new subscriber gets the recorder's bar as of now, and an update that was
-in flight meanwhile is dropped rather than shown after it. The window loop never waits on any of
-it. With no recorder actor in the cluster the hub falls back to 1-minute bars built from the
-trades it pulls (logged once) and looks for the recorder again every RECORDER_RECHECK_S.
-
-The window adapts. Every socket costs about one frame per window, so the window is at least
-sockets / frame budget (KISRAY_WS_FRAME_BUDGET; 1,000/s through Serve's proxy, where each frame is
-a Ray streaming item): the frames per second of a replica stay bounded as clients grow. On top,
-when rendering takes more than half of the window it grows by half (up to `max_window_s`) and
-shrinks back when cheap.
-
-Each replica also leases a few sessions ahead of its next sockets (`take_lease`), so a new tab
-does not wait for the session pool.
+The adapters live here, not in actors/: they run in the Serve replica and call actors, while
+actors/ holds the actors themselves. Each sends `.remote()` calls to the handle it holds, looks
+its actor up again by name (actors/names.py) when the hub asks, and turns Ray's errors into the
+ones the hub reacts to (engine.live.ports): a dead or restarting actor, or a task's own
+KisrayError, unwrapped from Ray's RayTaskError.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import time
-import uuid
-from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeAlias
 
-import ray
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.names import find_candles, find_kis_socket, find_recorder
 from actors.session import Lease, session_pool
 from api.ingress import serves_directly
-from engine.config import WS_FRAME_BUDGET, WS_WINDOW_MS, get_settings
-from engine.errors import UnknownConsumerError
+from engine.config import get_settings
+from engine.errors import KisrayError
 from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
-from engine.live.channels import (
-    CANDLE,
-    MINUTE_INTERVAL,
-    Channel,
-    WindowCoalescer,
-    candle_message,
-    encode,
-    newer_bar,
+from engine.live.hub import Hub
+from engine.live.ports import (
+    Bar,
+    PoolLostError,
+    PoolRestartingError,
+    UpstreamLostError,
+    UpstreamRestartingError,
 )
-from engine.live.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
 
-log = logging.getLogger(__name__)
-
-PULL_WAIT_S = 1.0
-RENEW_EVERY_S = 3.0
-SPARE_LEASES = 2  # sessions a replica leases ahead of its next sockets
 PROXY_FRAME_BUDGET = 1000.0  # frames per second when clients come through Serve's proxy
-FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
-RECORDER_RECHECK_S = 5.0
-RECORDER_CALL_TIMEOUT_S = 2.0
-RECOVER_RETRY_S = 0.2  # how often a hub asks a restarting socket actor again
-POOL_WAIT_S = 10.0  # how long a pool call waits for a lost pool to come back
-POOL_RETRY_S = 0.05
+
+ReplicaHub: TypeAlias = Hub[Lease]
 
 
-def _cause(exc: BaseException) -> BaseException:
-    return getattr(exc, "cause", None) or exc
+@contextmanager
+def _translated(lost: type[Exception], restarting: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except ActorUnavailableError as exc:
+        raise restarting(str(exc)) from exc
+    except RayActorError as exc:
+        raise lost(str(exc)) from exc
+    except RayTaskError as exc:
+        if isinstance(exc.cause, KisrayError):
+            raise exc.cause from exc
+        raise
 
 
-class Hub:
+class _Pull:
+    """A pull already sent (its ObjectRef): awaiting it gets the batch, errors translated."""
+
+    def __init__(self, ref: Any) -> None:
+        self._ref = ref
+
+    def __await__(self) -> Generator[Any, None, Batch | None]:
+        with _translated(UpstreamLostError, UpstreamRestartingError):
+            return (yield from self._ref.__await__())
+
+
+class RayUpstream:
+    """The `kis-socket` actor as the hub's Upstream."""
+
+    def __init__(self, resolve: Callable[[], Any] = find_kis_socket) -> None:
+        self._resolve = resolve
+        self._actor = resolve()  # raises (ValueError) while the cluster has none
+
+    async def register(self, consumer_id: str) -> None:
+        with _translated(UpstreamLostError, UpstreamRestartingError):
+            await self._actor.register.remote(consumer_id)
+
+    async def unregister(self, consumer_id: str) -> None:
+        with _translated(UpstreamLostError, UpstreamRestartingError):
+            await self._actor.unregister.remote(consumer_id)
+
+    async def subscribe(self, consumer_id: str, regs: list[Registration]) -> None:
+        with _translated(UpstreamLostError, UpstreamRestartingError):
+            await self._actor.subscribe.remote(consumer_id, regs)
+
+    async def unsubscribe(self, consumer_id: str, regs: list[Registration]) -> None:
+        with _translated(UpstreamLostError, UpstreamRestartingError):
+            await self._actor.unsubscribe.remote(consumer_id, regs)
+
+    def pull(self, consumer_id: str, wait_s: float, min_interval_s: float) -> _Pull:
+        return _Pull(self._actor.next_batch.remote(consumer_id, wait_s, None, min_interval_s))
+
+    async def relocate(self) -> None:
+        self._actor = await asyncio.to_thread(self._resolve)
+
+
+class RaySessionPool:
+    """The `session-pool` actor as the hub's SessionPool."""
+
+    def __init__(self, actor: Any, resolve: Callable[[], Any]) -> None:
+        self._actor = actor
+        self._resolve = resolve
+
+    async def acquire(
+        self,
+        client_id: str,
+        replica_id: str,
+        resume: str | None = None,
+        session_id: str | None = None,
+    ) -> Lease:
+        with _translated(PoolLostError, PoolRestartingError):
+            return await self._actor.acquire.remote(client_id, replica_id, resume, session_id)
+
+    async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> Lease:
+        with _translated(PoolLostError, PoolRestartingError):
+            return await self._actor.adopt.remote(session_id, replica_id, channels)
+
+    async def release(
+        self, session_id: str, park: bool, channels: tuple[str, ...] | None, replica_id: str
+    ) -> None:
+        with _translated(PoolLostError, PoolRestartingError):
+            await self._actor.release.remote(session_id, park, channels, replica_id)
+
+    async def renew(self, replica_id: str, session_ids: list[str]) -> list[str]:
+        with _translated(PoolLostError, PoolRestartingError):
+            return await self._actor.renew.remote(replica_id, session_ids)
+
+    async def relocate(self) -> None:
+        self._actor = await asyncio.to_thread(self._resolve)
+
+
+class RayBarSource:
+    """The `recorder` and `candles` actors as the hub's BarSource. The candle service is looked
+    up at each roll-up, as it may be replaced at any time."""
+
     def __init__(
         self,
-        source: Any,
-        pool: Any = None,
-        *,
-        window_s: float = WS_WINDOW_MS / 1000,
-        max_window_s: float = 0.1,
-        frame_budget: float = WS_FRAME_BUDGET,
-        resolve: Callable[[], Any] | None = None,
-        resolve_recorder: Callable[[], Any] | None = None,
-        resolve_candles: Callable[[], Any] | None = None,
-        resolve_pool: Callable[[], Any] | None = None,
+        resolve_recorder: Callable[[], Any] = find_recorder,
+        resolve_candles: Callable[[], Any] = find_candles,
     ) -> None:
-        self.source = source  # actor handle with the KisFeed consumer methods
-        self.resolve = resolve
-        self.pool = pool  # SessionPool handle, renewed for all sockets at once
-        self.resolve_pool = resolve_pool  # finds (or recreates) the pool after it was lost
-        # Sessions leased before any socket asks, so a new tab skips the pool's round trip.
-        self.spare_target = SPARE_LEASES if pool is not None else 0
-        self.spare_leases: list[Lease] = []
-        self._spares_task: asyncio.Task[None] | None = None
-        self.replica_id = uuid.uuid4().hex[:12]
-        self.consumer_id = f"hub-{self.replica_id}"
-        self.base_window_s = window_s
-        self.window_s = window_s
-        self.max_window_s = max_window_s
-        self.frame_budget = frame_budget  # frames per second, all sockets together
-        self.index = FanoutIndex()
-        self.window = WindowCoalescer()
-        self.sessions: dict[Outbox, str] = {}
-        # Leased sessions of open sockets → what to call if the pool no longer holds one.
-        self._watched: dict[str, Callable[[], None]] = {}
-        self._regs: Counter[Registration] = Counter()
-        self._lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
-        self.upstream: str | None = None
-        self.batches = 0
-        self.records = 0
-        self.deliveries = 0
-        self.pull_s = 0.0
-        self.last_batch_records = 0
-        self._last_cost = 0.0  # seconds the last window took to render and publish
-        self.lag_s = 0.0  # how late the pump wakes up, smoothed
-        self.closed_high_water = 0  # the fullest outbox of the sockets that have closed
-        self.slow_consumers = 0  # sockets cut with SLOW_CONSUMER
-        # The candle source: the recorder's forming bars, or (no recorder) the trade-built ones.
-        self.resolve_recorder = resolve_recorder or find_recorder
-        self.recorder: Any = None  # the Recorder actor handle, once found
-        self.candle_source = "unknown"  # "recorder" | "trades" | "unknown" (not looked yet)
-        self.forming: dict[str, dict] = {}  # symbol → the recorder's latest bar seen
-        # The candle service rolls the 1-minute bar up for coarser channels.
-        self.resolve_candles = resolve_candles or find_candles
-        self.live: dict[Channel, dict] = {}  # coarser channel → its last bar published
-        self.forming_seq = 0
-        self.forming_polls = 0
-        self._candles_wanted = asyncio.Event()
-        self._recorder_found = asyncio.Event()
-        self._fallback_logged = False
+        self._resolve_recorder = resolve_recorder
+        self._resolve_candles = resolve_candles
+        self._recorder: Any = None  # set by locate(); the hub asks for bars only after it
 
-    async def start(self) -> None:
-        await self.source.register.remote(self.consumer_id)
-        self._tasks = [
-            asyncio.create_task(self._pump(), name="hub-pump"),
-            asyncio.create_task(self._renew(), name="hub-renew"),
-            asyncio.create_task(self._candles(), name="hub-candles"),
-        ]
-        self._refill_spares()
+    async def locate(self) -> None:
+        self._recorder = await asyncio.to_thread(self._resolve_recorder)
 
-    async def stop(self) -> None:
-        for task in [*self._tasks, self._spares_task]:
-            if task is not None:
-                task.cancel()
-        for lease in self.spare_leases:
-            with contextlib.suppress(Exception):
-                await self.pool.release.remote(lease.session_id, False, None, self.replica_id)
-        self.spare_leases.clear()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(Exception):
-            await self.source.unregister.remote(self.consumer_id)
+    async def forming_bars(self) -> dict[str, Bar]:
+        return await self._recorder.forming_bars.remote()
 
-    # -- sockets ------------------------------------------------------------------------------
+    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, Bar]]:
+        return await self._recorder.forming_updates.remote(after, wait_s)
 
-    def attach(self, outbox: Outbox, session_id: str) -> None:
-        self.index.add(outbox)
-        self.sessions[outbox] = session_id
-        if self.upstream is not None:
-            outbox.offer(None, encode({"type": "status", "upstream": self.upstream}))
-
-    async def detach(self, outbox: Outbox) -> None:
-        channels = self.index.channels_of(outbox)
-        self.index.remove(outbox)
-        self.sessions.pop(outbox, None)
-        self.closed_high_water = max(self.closed_high_water, outbox.high_water_bytes)
-        self.slow_consumers += outbox.overflowed
-        self._note_candle_demand()
-        await self._release([c.registration for c in channels])
-
-    async def subscribe(
-        self, outbox: Outbox, channels: list[Channel], ack: str | None = None
-    ) -> None:
-        """Start delivering `channels` to the socket. `ack` (the client's `subscribed` message)
-        goes out once the upstream took the channels and before any of their data."""
-        candles = [c for c in channels if c.kind == CANDLE]
-        if candles:
-            await self._refresh_current_bars(candles)
-        async with self._lock:
-            regs = [c.registration for c in channels if c not in self.index.channels_of(outbox)]
-            new = [r for r in dict.fromkeys(regs) if self._regs[r] == 0]
-            if new:
-                await self._subscribe_upstream(new)  # may raise the limit
-            self._regs.update(regs)
-            # In one step, so the client reads: the ack, the current bars, then updates.
-            if ack is not None:
-                outbox.offer(None, ack)
-            self._offer_current_bars(outbox, candles)
-            self.index.subscribe(outbox, channels)
-        if candles:
-            self._note_candle_demand()
-
-    async def _subscribe_upstream(self, new: list[Registration]) -> None:
-        """Subscribe at the socket actor; if it was replaced or forgot us since the last pull,
-        find it, register and retry once, instead of failing the client's subscription."""
-        try:
-            await self.source.subscribe.remote(self.consumer_id, new)
-            return
-        except Exception as exc:
-            cause = _cause(exc)
-            if not isinstance(cause, UnknownConsumerError | ray.exceptions.RayActorError):
-                raise
-            log.warning(
-                "hub %s: socket actor changed (%s); registering again", self.replica_id, exc
-            )
-        if self.resolve is not None:
-            self.source = await asyncio.to_thread(self.resolve)
-        await self.source.register.remote(self.consumer_id)
-        wanted = list(dict.fromkeys([*self._regs, *new]))
-        await self.source.subscribe.remote(self.consumer_id, wanted)
-
-    async def unsubscribe(self, outbox: Outbox, channels: list[Channel]) -> None:
-        held = self.index.channels_of(outbox)
-        mine = [c for c in channels if c in held]
-        self.index.unsubscribe(outbox, mine)
-        self._note_candle_demand()
-        await self._release([c.registration for c in mine])
-
-    async def _release(self, regs: list[Registration]) -> None:
-        async with self._lock:
-            gone = []
-            for reg in regs:
-                self._regs[reg] -= 1
-                if self._regs[reg] <= 0:
-                    del self._regs[reg]
-                    gone.append(reg)
-            if gone:
-                await self.source.unsubscribe.remote(self.consumer_id, gone)
-
-    # -- the data plane -----------------------------------------------------------------------
-
-    async def _pump(self) -> None:
-        # The next pull is sent as soon as a batch is in: the socket actor answers it no sooner
-        # than one window after the previous batch, so the window bounds the Ray calls per
-        # second while the request's trip overlaps the window instead of adding to it.
-        pending = None
-        while True:
-            if pending is None:
-                pending = self._pull()
-            started = time.monotonic()
-            try:
-                batch = await pending
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                pending = None
-                await self._recover(exc)
-                continue
-            self.pull_s = time.monotonic() - started
-            self._adapt()
-            pending = self._pull()
-            if batch is not None:
-                self.last_batch_records = len(batch.records)
-                self._deliver(batch)
-            # How late the loop comes back to us: the sockets' writes and other requests, or a
-            # CPU shared with other processes. Smoothed over a few windows.
-            due = time.monotonic()
-            await asyncio.sleep(0)
-            self.lag_s = 0.8 * self.lag_s + 0.2 * (time.monotonic() - due)
-
-    def _pull(self) -> Any:  # an ObjectRef of a Batch | None
-        return self.source.next_batch.remote(self.consumer_id, PULL_WAIT_S, None, self.window_s)
-
-    def _deliver(self, batch: Batch) -> None:
-        t0 = time.monotonic()
-        for status in batch.statuses:
-            self.upstream = status
-            self.index.broadcast(encode({"type": "status", "upstream": status}))
-        self.window.add(batch.records)
-        messages = self.window.drain(self.index.wanted())
-        self.deliveries += self.index.publish(messages)
-        self.batches += 1
-        self.records += len(batch.records)
-        self._last_cost = time.monotonic() - t0
-
-    # -- candles: the recorder's forming bars -------------------------------------------------
-
-    def _note_candle_demand(self) -> None:
-        wanted = self.index.wanted()
-        # A coarser bar nobody watches would be stale when someone subscribes again.
-        self.live = {c: bar for c, bar in self.live.items() if c in wanted}
-        if any(c.kind == CANDLE for c in wanted):
-            self._candles_wanted.set()
-        else:
-            self._candles_wanted.clear()
-
-    async def _look_for_recorder(self) -> bool:
-        """Find the recorder (True) or switch to trade-built candles (False, logged once)."""
-        why: object = "not found"
-        try:
-            handle = await asyncio.to_thread(self.resolve_recorder)
-        except Exception as exc:  # ValueError: no such actor; anything else: cannot tell
-            handle, why = None, exc
-        if handle is not None:
-            if self.candle_source != "recorder":
-                log.info("hub %s: candles come from the recorder", self.replica_id)
-                self.window.candles_from_trades = False
-                self.window.forget_bars()
-                self.forming_seq = 0  # another process counts its publications from 0
-            self.recorder, self.candle_source = handle, "recorder"
-            self._recorder_found.set()
-            return True
-        if self.candle_source != "trades":
-            if not self._fallback_logged:
-                log.warning(
-                    "hub %s: no recorder actor (%s); building candles from trades until it runs",
-                    self.replica_id,
-                    why,
-                )
-                self._fallback_logged = True
-            self.window.candles_from_trades = True
-            self.forming.clear()
-        self.recorder, self.candle_source = None, "trades"
-        return False
-
-    async def _refresh_current_bars(self, channels: list[Channel]) -> None:
-        """The forming bars a new candle subscription starts with, as the recorder has them now.
-
-        Not the bar held here from earlier subscribers: while no candle channel is wanted the
-        long-poll stops, so that one may be minutes old. The recorder's `forming_bars()` counts
-        every trade it has, so it is never older than what `/candles` served a moment before
-        (the candle service gets the bar at the recorder's flush)."""
-        if self.candle_source != "recorder":  # not looked yet, or it may have started since
-            await self._look_for_recorder()
-        if self.candle_source == "recorder":
-            try:
-                bars = await asyncio.wait_for(
-                    self.recorder.forming_bars.remote(), RECORDER_CALL_TIMEOUT_S
-                )
-            except Exception as exc:
-                log.warning("hub %s: forming_bars failed: %s", self.replica_id, exc)
-                bars = {}
-            for symbol in {c.symbol for c in channels}:
-                bar = bars.get(symbol)
-                if bar is not None and newer_bar(self.forming.get(symbol), bar):
-                    self.forming[symbol] = bar
-        # Coarser bars from the candle service's own forming bar, not the recorder's newer one:
-        # that one may already be the next minute while the minute before is not written yet,
-        # and rolled over the database it would lose that minute (less volume than /candles).
-        coarse = [c for c in channels if c.interval != MINUTE_INTERVAL]
-        for symbol in dict.fromkeys(c.symbol for c in coarse):
-            await self._roll_up(symbol, None, [c for c in coarse if c.symbol == symbol])
-
-    def _offer_current_bars(self, outbox: Outbox, channels: list[Channel]) -> None:
-        """Each candle channel's newest bar held here (refreshed just before)."""
-        for channel in channels:
-            if channel.interval != MINUTE_INTERVAL:
-                continue
-            if self.candle_source == "recorder":
-                bar = self.forming.get(channel.symbol)
-                latest = candle_message(channel.symbol, bar) if bar is not None else None
-            else:
-                latest = self.window.latest_candle(channel.symbol)
-            if latest is not None:
-                outbox.offer(channel, latest)
-        for channel in channels:
-            interval = channel.interval  # None only on trade and book channels, never held here
-            if interval is not None and interval != MINUTE_INTERVAL:
-                held = self.live.get(channel)
-                if held is not None:
-                    outbox.offer(channel, candle_message(channel.symbol, held, interval))
-
-    async def _roll_up(
-        self, symbol: str, bar: dict | None, channels: list[Channel]
-    ) -> dict[Channel, str]:
-        """The coarser channels' bars for this 1-minute bar (None: the candle service's), kept
-        when newer; their messages. A recorder publication comes after its flush wrote the
-        closed minutes, so its bar and the database agree."""
-        intervals = sorted({c.interval for c in channels if c.interval is not None})
-        try:
-            candles = await asyncio.to_thread(self.resolve_candles)
-            bars = await asyncio.wait_for(
-                candles.live_bars.remote(symbol, intervals, bar), RECORDER_CALL_TIMEOUT_S
-            )
-        except Exception as exc:
-            log.warning("hub %s: live bars of %s failed: %s", self.replica_id, symbol, exc)
-            return {}
-        messages: dict[Channel, str] = {}
-        for channel in channels:
-            rolled = bars.get(channel.interval)
-            if rolled is not None and newer_bar(self.live.get(channel), rolled):
-                assert channel.interval is not None  # a bar came back for it: a coarser interval
-                self.live[channel] = rolled
-                messages[channel] = candle_message(symbol, rolled, channel.interval)
-        return messages
-
-    async def _candles(self) -> None:
-        """One outstanding `forming_updates` long-poll, only while candle channels are wanted."""
-        while True:
-            await self._candles_wanted.wait()
-            if self.recorder is None and not await self._look_for_recorder():
-                self._recorder_found.clear()
-                with contextlib.suppress(TimeoutError):  # a new candle subscription may find it
-                    await asyncio.wait_for(self._recorder_found.wait(), RECORDER_RECHECK_S)
-                continue
-            try:
-                seq, bars = await self.recorder.forming_updates.remote(
-                    self.forming_seq, FORMING_WAIT_S
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("hub %s: forming_updates failed: %s", self.replica_id, exc)
-                await asyncio.sleep(1.0)
-                self.recorder = None  # look it up again (it may be gone for good)
-                continue
-            self.forming_polls += 1
-            self.forming_seq = seq  # a restarted recorder counts from 0 again: follow it
-            await self._apply_forming(bars)
-
-    async def _apply_forming(self, bars: dict[str, dict]) -> None:
-        """Keep the bars that moved forward and publish them to the wanted channels, 1m and
-        coarser (rolled up by the candle service)."""
-        wanted = self.index.wanted()
-        messages: dict[Channel, str] = {}
-        changed = []
-        for symbol, bar in bars.items():
-            if not newer_bar(self.forming.get(symbol), bar):
-                continue  # the same bar again, or older than one already sent
-            self.forming[symbol] = bar
-            changed.append(symbol)
-            channel = Channel(CANDLE, symbol, MINUTE_INTERVAL)
-            if channel in wanted:
-                messages[channel] = candle_message(symbol, bar)
-        if messages:
-            self.deliveries += self.index.publish(messages)
-        for symbol in changed:
-            coarse = [
-                c
-                for c in wanted
-                if c.kind == CANDLE and c.symbol == symbol and c.interval != MINUTE_INTERVAL
-            ]
-            if coarse:
-                rolled = await self._roll_up(symbol, self.forming[symbol], coarse)
-                if rolled:
-                    self.deliveries += self.index.publish(rolled)
-
-    def _adapt(self) -> None:
-        """Grow the window while rendering takes over half of it (the replica cannot keep up:
-        fewer, larger frames); shrink it back when cheap. The loop's lateness (`lag_ms` in the
-        stats) is not a signal here: it mostly measures other processes sharing the CPU, and
-        widening on it doubled p99 in the bench (docs/fanout.md)."""
-        busy = self._last_cost
-        floor = min(self.max_window_s, max(self.base_window_s, len(self.index) / self.frame_budget))
-        if busy > self.window_s / 2 and self.window_s < self.max_window_s:
-            self.window_s = min(self.max_window_s, self.window_s * 1.5)
-        elif busy < self.window_s / 8 and self.window_s > floor:
-            self.window_s = max(floor, self.window_s / 1.5)
-        self.window_s = max(self.window_s, floor)
-
-    async def _recover(self, exc: Exception) -> None:
-        """The socket actor forgot us (restart, missed lease) or is away: register again. While
-        it restarts (ActorUnavailableError) ask again every RECOVER_RETRY_S, so data flows as
-        soon as it is back."""
-        cause = _cause(exc)
-        if isinstance(cause, UnknownConsumerError):
-            log.warning("hub %s: the socket actor forgot it; registering again", self.replica_id)
-        elif isinstance(cause, ray.exceptions.ActorUnavailableError):
-            log.debug("hub %s: the socket actor is restarting", self.replica_id)
-            await asyncio.sleep(RECOVER_RETRY_S)
-        else:
-            log.warning("hub %s pull failed: %s; retrying", self.replica_id, exc)
-            await asyncio.sleep(RECOVER_RETRY_S)
-            if self.resolve is not None:  # the actor may have been replaced: look it up again
-                with contextlib.suppress(Exception):
-                    self.source = await asyncio.to_thread(self.resolve)
-        try:
-            await self.source.register.remote(self.consumer_id)
-            async with self._lock:
-                if self._regs:
-                    await self.source.subscribe.remote(self.consumer_id, list(self._regs))
-        except ray.exceptions.ActorUnavailableError:
-            await asyncio.sleep(RECOVER_RETRY_S)  # still restarting
-        except Exception as again:
-            log.warning("hub %s re-register failed: %s", self.replica_id, again)
-            await asyncio.sleep(1.0)
-
-    async def call_pool(self, method: str, *args: object) -> Any:
-        """A call to the session pool that rides out its loss: while it restarts, try again
-        until POOL_WAIT_S; if it is gone for good (killed without restart), find or recreate it
-        by name. Spare leases die with a pool's process, so they are dropped."""
-        deadline = time.monotonic() + POOL_WAIT_S
-        while True:
-            try:
-                return await getattr(self.pool, method).remote(*args)
-            except ray.exceptions.RayActorError as exc:
-                if self.resolve_pool is None or time.monotonic() > deadline:
-                    raise
-                if self.spare_leases:
-                    log.warning("hub %s: the session pool was lost: %s", self.replica_id, exc)
-                    self.spare_leases.clear()
-                if isinstance(exc, ray.exceptions.ActorUnavailableError):
-                    await asyncio.sleep(POOL_RETRY_S)  # restarting: the same handle will do
-                else:
-                    self.pool = await asyncio.to_thread(self.resolve_pool)
-
-    def spare_lease(self) -> Lease | None:
-        """A session leased ahead for a new socket, if one is at hand (no round trip)."""
-        lease = self.spare_leases.pop() if self.spare_leases else None
-        self._refill_spares()
-        return lease
-
-    async def take_lease(self, client_id: str, session_id: str | None = None) -> Lease:
-        """A session for a new socket: a spare one at once, else a round trip to the pool
-        (under `session_id` when the tab already has its id)."""
-        lease = None if session_id else self.spare_lease()
-        if lease is None:
-            lease = await self.call_pool("acquire", client_id, self.replica_id, None, session_id)
-        return lease
-
-    async def resume_lease(self, client_id: str, session_id: str) -> Lease:
-        return await self.call_pool("acquire", client_id, self.replica_id, session_id)
-
-    async def replace_session(self, session_id: str, channels: list[str]) -> Lease:
-        """A socket's session actor died: a new one under the same id, holding `channels`."""
-        return await self.call_pool("adopt", session_id, self.replica_id, channels)
-
-    def watch(self, session_id: str, on_lost: Callable[[], None]) -> None:
-        """Renew this socket's lease; call `on_lost` if the pool no longer holds it."""
-        self._watched[session_id] = on_lost
-
-    def unwatch(self, session_id: str) -> None:
-        self._watched.pop(session_id, None)
-
-    async def release_lease(self, session_id: str, park: bool, channels: list[str]) -> None:
-        self.unwatch(session_id)
-        await self.call_pool("release", session_id, park, tuple(channels), self.replica_id)
-
-    def _refill_spares(self) -> None:
-        if self.spare_target and (self._spares_task is None or self._spares_task.done()):
-            self._spares_task = asyncio.create_task(self._fill_spares(), name="hub-spares")
-
-    async def _fill_spares(self) -> None:
-        while len(self.spare_leases) < self.spare_target:
-            try:
-                lease = await self.call_pool("acquire", uuid.uuid4().hex, self.replica_id, None)
-            except Exception as exc:  # the next socket pays the round trip and tries again
-                log.warning("hub %s: could not lease a spare session: %s", self.replica_id, exc)
-                return
-            self.spare_leases.append(lease)
-
-    async def _renew(self) -> None:
-        """Keep the socket actor's lease and the session pool's leases: one call each."""
-        while True:
-            await asyncio.sleep(RENEW_EVERY_S)
-            held = [*self._watched, *(lease.session_id for lease in self.spare_leases)]
-            lost: set[str] = set()
-            try:
-                if self.pool is not None and held:
-                    lost = set(await self.call_pool("renew", self.replica_id, held))
-            except Exception as exc:
-                log.warning("session lease renewal failed: %s", exc)
-                continue
-            if lost:  # the pool restarted or reclaimed them: spares go, sockets re-adopt
-                self.spare_leases = [s for s in self.spare_leases if s.session_id not in lost]
-                for sid in lost & set(self._watched):
-                    self._watched[sid]()
-
-    def stats(self) -> dict[str, object]:
-        return {
-            "replica": self.replica_id,
-            "sockets": len(self.index),
-            "registrations": len(self._regs),
-            "window_ms": round(self.window_s * 1000, 1),
-            "batches": self.batches,
-            "records": self.records,
-            "deliveries": self.deliveries,
-            "pull_ms": round(self.pull_s * 1000, 1),
-            "deliver_ms": round(self._last_cost * 1000, 1),
-            "lag_ms": round(self.lag_s * 1000, 1),
-            "last_batch_records": self.last_batch_records,
-            "candle_source": self.candle_source,
-            "forming_polls": self.forming_polls,
-            "outbox_max_bytes": max((o.pending_bytes for o in self.sessions), default=0),
-            "outbox_high_water": max(
-                [self.closed_high_water, *(o.high_water_bytes for o in self.sessions)]
-            ),
-            "outbox_limit": DEFAULT_MAX_BYTES,
-            "slow_consumers": self.slow_consumers,
-            "spare_leases": len(self.spare_leases),
-        }
+    async def live_bars(self, symbol: str, intervals: list[str], bar: Bar | None) -> dict[str, Bar]:
+        candles = await asyncio.to_thread(self._resolve_candles)
+        return await candles.live_bars.remote(symbol, intervals, bar)
 
 
-_hub: Hub | None = None
+_hub: ReplicaHub | None = None
 _hub_lock = asyncio.Lock()
 
 
@@ -600,23 +164,14 @@ def replica_session_pool() -> Any:
     return session_pool(get_settings().ws_session_pool)
 
 
-async def replica_hub(source: Any = None, pool: Any = None) -> Hub:
+async def replica_hub() -> ReplicaHub:
     """This process's hub, started on first use. Raises (ValueError) while the cluster has no
     socket actor yet; the caller decides how long to wait for one."""
     global _hub
     async with _hub_lock:
         if _hub is None:
-            resolve = None
-            if source is None:
-
-                def resolve() -> Any:
-                    return find_kis_socket()
-
-                source = resolve()  # raises first, before anything else is looked up
-            resolve_pool = None
-            if pool is None:
-                pool = await asyncio.to_thread(replica_session_pool)
-                resolve_pool = replica_session_pool
+            upstream = RayUpstream()  # raises first, before anything else is looked up
+            pool = await asyncio.to_thread(replica_session_pool)
             settings = get_settings()
             budget = settings.ws_frame_budget
             if not serves_directly():
@@ -624,12 +179,11 @@ async def replica_hub(source: Any = None, pool: Any = None) -> Hub:
                 # load (a) collapsed to p99 3.6 s; 1,000/s held it near 130–190 ms.
                 budget = min(budget, PROXY_FRAME_BUDGET)
             hub = Hub(
-                source,
-                pool,
+                upstream,
+                RaySessionPool(pool, replica_session_pool),
+                RayBarSource(),
                 window_s=settings.ws_window_ms / 1000,
                 frame_budget=budget,
-                resolve=resolve,
-                resolve_pool=resolve_pool,
             )
             await hub.start()
             _hub = hub

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from actors.session import Lease
 from api import chart_library
-from api.hub import Hub, replica_hub
+from api.hub import ReplicaHub, replica_hub
 from api.metrics import WS_CLIENT_MESSAGES
 from api.security import bearer_token, token_matches
 from engine.config import get_settings
@@ -79,7 +79,7 @@ class ClientSocket:
     def __init__(
         self,
         websocket: WebSocket,
-        hub: Hub,
+        hub: ReplicaHub,
         session_id: str,
         lease: Lease | None,
         batch: bool = False,
@@ -268,7 +268,7 @@ class ClientSocket:
             self._to_actor.put_nowait(("subscribe", added))
 
 
-async def _hub_when_ready() -> Hub:
+async def _hub_when_ready() -> ReplicaHub:
     """The replica's hub; while a live stack is still starting (no socket actor or session pool
     answers yet) wait for it, up to START_WAIT_S, instead of refusing the tab. A stack that runs
     no live data (KISRAY_LIVE_REQUIRED unset, nothing to wait for) refuses at once."""

@@ -17,7 +17,7 @@ import websockets
 
 from actors.recorder import Recorder
 from api.cli.sim_process import SimulatorProcess
-from api.hub import RENEW_EVERY_S
+from engine.live.hub import RENEW_EVERY_S, SPARE_LEASES
 from engine.storage.migrate import migrate
 from tests.api.ws_support import kill_socket_actor, start_socket_actor
 from tests.conftest import free_port
@@ -253,7 +253,6 @@ async def test_a_new_tab_takes_a_session_leased_ahead(live_url: str) -> None:
     """The replica keeps sessions leased before tabs arrive, so a new tab skips the pool's
     round trip; each one taken is replaced, and the pool counts them as leased."""
     from actors.session import session_pool
-    from api.hub import SPARE_LEASES
 
     stats_url = live_url.replace("ws://", "http://") + "/stats"
 
@@ -290,11 +289,13 @@ async def test_frames_are_not_compressed_by_default(live_url: str) -> None:
 async def test_take_lease_hands_out_a_session_leased_before_the_tab(ray_cluster: None) -> None:
     """The tab's session is one the hub already held, not a fresh round trip to the pool."""
     from actors.session import session_pool
-    from api.hub import SPARE_LEASES, Hub
+    from api.hub import RayBarSource, RaySessionPool, RayUpstream
+    from engine.live.hub import Hub
     from tests.api.test_ws_hub import FakeSocket, Remote
 
     pool = session_pool()
-    hub = Hub(Remote(FakeSocket()), pool)
+    upstream = RayUpstream(lambda: Remote(FakeSocket()))
+    hub = Hub(upstream, RaySessionPool(pool, session_pool), RayBarSource())
     await hub._fill_spares()
     spares = {lease.session_id for lease in hub.spare_leases}
     assert len(spares) == SPARE_LEASES

@@ -1,4 +1,5 @@
-"""The hub's candle source without Ray: fake socket and recorder handles (`.method.remote()`)."""
+"""The replica's hub through its Ray adapters (api.hub) without Ray: fake socket and recorder
+handles (`.method.remote()`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.hub import Hub
+from api.hub import RayBarSource, RayUpstream
 from engine.kis.delivery import Batch
 from engine.kis.records import Trade
 from engine.live.channels import CANDLE, TRADE, Channel
 from engine.live.fanout import Outbox
+from engine.live.hub import Hub
 
 T0 = datetime(2025, 3, 12, 1, 0, 0, tzinfo=UTC)
 CANDLE_A = Channel(CANDLE, "005930", "1m")
@@ -136,7 +138,7 @@ async def started(socket: FakeSocket, recorder: FakeRecorder | None) -> Hub:
             raise ValueError("Failed to look up actor with name 'recorder'")
         return Remote(recorder)
 
-    hub = Hub(Remote(socket), window_s=0.01, resolve_recorder=resolve)
+    hub = Hub(RayUpstream(lambda: Remote(socket)), None, RayBarSource(resolve), window_s=0.01)
     await hub.start()
     return hub
 
@@ -182,7 +184,7 @@ async def test_without_a_recorder_candles_are_built_from_trades_and_logged_once(
 ) -> None:
     hub = await started(socket, None)
     try:
-        with caplog.at_level(logging.WARNING, logger="api.hub"):
+        with caplog.at_level(logging.WARNING, logger="engine.live.hub"):
             box = Outbox("c")
             hub.attach(box, "s")
             await hub.subscribe(box, [CANDLE_A])
@@ -271,10 +273,10 @@ async def test_coarser_channels_roll_the_minute_bar_up_and_never_step_back(socke
     recorder.live["005930"] = bar(7, minute=1)
     stored = StoredPart(1000, recorder)
     hub = Hub(
-        Remote(socket),
+        RayUpstream(lambda: Remote(socket)),
+        None,
+        RayBarSource(lambda: Remote(recorder), lambda: Remote(stored)),
         window_s=0.01,
-        resolve_recorder=lambda: Remote(recorder),
-        resolve_candles=lambda: Remote(stored),
     )
     await hub.start()
     five = Channel(CANDLE, "005930", "5m")

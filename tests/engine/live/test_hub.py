@@ -1,0 +1,290 @@
+"""The hub's core against in-process fakes of its three ports (engine.live.ports): no Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from engine.errors import UnknownConsumerError
+from engine.kis.delivery import Batch
+from engine.kis.records import Trade
+from engine.kis.registry import Registration
+from engine.live import hub as hub_module
+from engine.live.channels import CANDLE, TRADE, Channel
+from engine.live.fanout import Outbox
+from engine.live.hub import SPARE_LEASES, Hub
+from engine.live.ports import (
+    Bar,
+    PoolLostError,
+    PoolRestartingError,
+    UpstreamLostError,
+    UpstreamRestartingError,
+)
+
+T0 = datetime(2025, 3, 12, 1, 0, 0, tzinfo=UTC)
+TRADE_A = Channel(TRADE, "005930")
+CANDLE_A = Channel(CANDLE, "005930", "1m")
+ACK = json.dumps({"type": "subscribed"})
+
+
+class FakeUpstream:
+    """Batches (or an exception to raise instead) come from `batches`; calls are recorded."""
+
+    def __init__(self) -> None:
+        self.batches: asyncio.Queue[Batch | Exception] = asyncio.Queue()
+        self.calls: list[tuple[object, ...]] = []
+
+    async def register(self, consumer_id: str) -> None:
+        self.calls.append(("register",))
+
+    async def unregister(self, consumer_id: str) -> None:
+        self.calls.append(("unregister",))
+
+    async def subscribe(self, consumer_id: str, regs: list[Registration]) -> None:
+        self.calls.append(("subscribe", *regs))
+
+    async def unsubscribe(self, consumer_id: str, regs: list[Registration]) -> None:
+        self.calls.append(("unsubscribe", *regs))
+
+    def pull(
+        self, consumer_id: str, wait_s: float, min_interval_s: float
+    ) -> Awaitable[Batch | None]:
+        return asyncio.ensure_future(self._next(wait_s))  # under way now, as the port says
+
+    async def _next(self, wait_s: float) -> Batch | None:
+        try:
+            item = await asyncio.wait_for(self.batches.get(), wait_s)
+        except TimeoutError:
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def relocate(self) -> None:
+        self.calls.append(("relocate",))
+
+
+@dataclass(frozen=True)
+class FakeLease:
+    session_id: str
+
+
+class FakePool:
+    def __init__(self) -> None:
+        self.failures: list[Exception] = []  # raised by the next calls, in order
+        self.lost: set[str] = set()  # what renew reports lost
+        self.renewed: list[list[str]] = []
+        self.released: list[tuple[object, ...]] = []
+        self.relocations = 0
+        self.made = 0
+
+    async def acquire(
+        self,
+        client_id: str,
+        replica_id: str,
+        resume: str | None = None,
+        session_id: str | None = None,
+    ) -> FakeLease:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.made += 1
+        return FakeLease(session_id or resume or f"spare-{self.made}")
+
+    async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> FakeLease:
+        return FakeLease(session_id)
+
+    async def release(
+        self, session_id: str, park: bool, channels: tuple[str, ...] | None, replica_id: str
+    ) -> None:
+        self.released.append((session_id, park, channels, replica_id))
+
+    async def renew(self, replica_id: str, session_ids: list[str]) -> list[str]:
+        self.renewed.append(list(session_ids))
+        return [s for s in session_ids if s in self.lost]
+
+    async def relocate(self) -> None:
+        self.relocations += 1
+
+
+class FakeBars:
+    """A recorder holding `bars`; `forming_bars` answers once `gate` is open."""
+
+    def __init__(self, bars: dict[str, Bar]) -> None:
+        self.bars = bars
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def locate(self) -> None:
+        return None
+
+    async def forming_bars(self) -> dict[str, Bar]:
+        await self.gate.wait()
+        return dict(self.bars)
+
+    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, Bar]]:
+        await asyncio.sleep(wait_s)  # nothing new
+        return after, {}
+
+    async def live_bars(self, symbol: str, intervals: list[str], bar: Bar | None) -> dict[str, Bar]:
+        return {}
+
+
+def bar(volume: int) -> Bar:
+    t = int(T0.timestamp())
+    return {"time": t, "open": 90, "high": 110, "low": 80, "close": 100, "volume": volume}
+
+
+def trades(volume: int) -> Batch:
+    t = Trade(
+        "005930", T0, "20250312", "100000", 100, "2", 100, 0.1, 70000.0, 70000, 71000, 69000,
+        110, 90, volume, volume, 0, 100.0, "1", "20", False, "0",
+    )  # fmt: skip
+    return Batch("hub", 1, (t,), (), 0)
+
+
+async def until(condition: Callable[[], object]) -> None:
+    for _ in range(300):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not so within 3 s")
+
+
+async def messages(box: Outbox, count: int) -> list[dict[str, object]]:
+    got: list[dict[str, object]] = []
+    async with asyncio.timeout(3.0):
+        while len(got) < count:
+            got += map(json.loads, await box.wait(1.0))
+    return got
+
+
+async def test_the_ack_then_the_current_bar_then_updates_while_the_recorder_is_slow() -> None:
+    upstream, bars = FakeUpstream(), FakeBars({"005930": bar(1865)})
+    hub: Hub[FakeLease] = Hub(upstream, None, bars, window_s=0.01)
+    await hub.start()
+    try:
+        streaming = Outbox("a")
+        hub.attach(streaming, "sa")
+        await hub.subscribe(streaming, [TRADE_A])
+        box = Outbox("b")
+        hub.attach(box, "sb")
+        bars.gate.clear()
+        subscribing = asyncio.create_task(hub.subscribe(box, [CANDLE_A, TRADE_A], ACK))
+        await asyncio.sleep(0.05)  # the current bar is being fetched
+        await upstream.batches.put(trades(71))
+        assert [m["type"] for m in await messages(streaming, 1)] == ["trade"]  # meanwhile
+        assert not box.take()
+        bars.gate.set()
+        await subscribing
+        await upstream.batches.put(trades(5))
+        got = await messages(box, 3)
+        assert [m["type"] for m in got] == ["subscribed", "candle", "trade"]
+        assert got[1]["data"] == {**bar(1865), "live": True}
+        assert upstream.calls.count(("subscribe", TRADE_A.registration)) == 1  # held once
+    finally:
+        bars.gate.set()
+        await hub.stop()
+
+
+async def test_renewal_reports_lost_sessions_and_drops_lost_spares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "RENEW_EVERY_S", 0.02)
+    pool = FakePool()
+    hub = Hub(FakeUpstream(), pool, FakeBars({}), window_s=0.01)
+    await hub.start()
+    try:
+        await until(lambda: len(hub.spare_leases) == SPARE_LEASES)
+        lost_spare, kept_spare = (lease.session_id for lease in hub.spare_leases)
+        reported: list[str] = []
+        hub.watch("kept", lambda: reported.append("kept"))
+        hub.watch("gone", lambda: reported.append("gone"))
+        pool.lost = {"gone", lost_spare}
+        await until(lambda: reported)
+        assert set(reported) == {"gone"}
+        assert [lease.session_id for lease in hub.spare_leases] == [kept_spare]
+        assert {"kept", "gone", lost_spare} <= set(pool.renewed[-1])
+        await hub.release_lease("gone", True, ["trade:005930"])
+        assert pool.released[-1] == ("gone", True, ("trade:005930",), hub.replica_id)
+        renewals = len(pool.renewed)
+        await until(lambda: len(pool.renewed) > renewals)
+        assert "gone" not in pool.renewed[-1]  # released: no longer renewed
+    finally:
+        await hub.stop()
+
+
+async def test_a_pool_call_rides_out_a_restart_and_a_loss() -> None:
+    pool = FakePool()
+    hub = Hub(FakeUpstream(), pool, FakeBars({}))
+    hub.spare_leases = [FakeLease("spare")]  # leased from the pool that is lost
+    pool.failures = [PoolRestartingError("restarting"), PoolLostError("killed")]
+    lease = await hub.take_lease("tab", "tab-session")
+    assert lease == FakeLease("tab-session")
+    assert pool.relocations == 1  # looked up again after the loss, not while restarting
+    assert hub.spare_leases == []
+
+
+async def test_a_pool_that_stays_lost_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "POOL_WAIT_S", 0.1)
+    pool = FakePool()
+    hub = Hub(FakeUpstream(), pool, FakeBars({}))
+    pool.failures = [PoolRestartingError("restarting")] * 100
+    with pytest.raises(PoolRestartingError):
+        await hub.resume_lease("tab", "old-session")
+
+
+@pytest.mark.parametrize(
+    ("error", "relocates"),
+    [
+        (UnknownConsumerError("forgot"), False),
+        (UpstreamRestartingError("restarting"), False),
+        (UpstreamLostError("replaced"), True),
+    ],
+)
+async def test_a_failed_pull_registers_again_and_resubscribes(
+    error: Exception, relocates: bool
+) -> None:
+    upstream = FakeUpstream()
+    hub = Hub(upstream, None, FakeBars({}), window_s=0.01)
+    await hub.start()
+    try:
+        box = Outbox("a")
+        hub.attach(box, "sa")
+        await hub.subscribe(box, [TRADE_A])
+        upstream.calls.clear()
+        await upstream.batches.put(error)
+        await upstream.batches.put(trades(7))
+        assert [m["type"] for m in await messages(box, 1)] == ["trade"]
+        again = [("register",), ("subscribe", TRADE_A.registration)]
+        assert upstream.calls == ([("relocate",)] if relocates else []) + again
+    finally:
+        await hub.stop()
+
+
+async def test_a_subscription_after_the_socket_actor_forgot_the_hub_still_succeeds() -> None:
+    class Forgetful(FakeUpstream):
+        async def subscribe(self, consumer_id: str, regs: list[Registration]) -> None:
+            if ("relocate",) not in self.calls:
+                raise UnknownConsumerError("who?")
+            await super().subscribe(consumer_id, regs)
+
+    upstream = Forgetful()
+    hub = Hub(upstream, None, FakeBars({}), window_s=0.01)
+    await hub.start()
+    try:
+        box = Outbox("a")
+        hub.attach(box, "sa")
+        await hub.subscribe(box, [TRADE_A], ACK)
+        assert upstream.calls[-3:] == [
+            ("relocate",),
+            ("register",),
+            ("subscribe", TRADE_A.registration),
+        ]
+        assert [m["type"] for m in await messages(box, 1)] == ["subscribed"]
+    finally:
+        await hub.stop()
