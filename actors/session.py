@@ -30,6 +30,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.names import NAMESPACE, SESSION_POOL
+from engine.live.channels import Channel
 from engine.live.session_state import SessionLimits, SessionState
 
 DEFAULT_LIMITS = SessionLimits()
@@ -50,7 +51,7 @@ class Lease:
 
     session_id: str
     session: Any  # ray.actor.ActorHandle of a SessionActor
-    channels: tuple[str, ...]  # non-empty only when resuming
+    channels: tuple[Channel, ...]  # non-empty only when resuming
     limits: SessionLimits = DEFAULT_LIMITS
 
 
@@ -72,16 +73,16 @@ class SessionActor:
     def open(self, client_id: str) -> None:
         self.client_id = client_id
 
-    def subscribe(self, names: object) -> tuple[list[str], list[str]]:
-        return self.state.subscribe(names)
+    def subscribe(self, channels: list[Channel]) -> tuple[list[Channel], list[Channel]]:
+        return self.state.subscribe(channels)
 
-    def unsubscribe(self, names: object) -> tuple[list[str], list[str]]:
-        return self.state.unsubscribe(names)
+    def unsubscribe(self, channels: list[Channel]) -> tuple[list[Channel], list[Channel]]:
+        return self.state.unsubscribe(channels)
 
-    def replace(self, names: list[str]) -> None:
-        self.state.replace(names)
+    def replace(self, channels: list[Channel]) -> None:
+        self.state.replace(channels)
 
-    def channels(self) -> list[str]:
+    def channels(self) -> list[Channel]:
         return self.state.channels()
 
     def reset(self) -> None:
@@ -108,12 +109,12 @@ class SessionPool:
         self._idle: list[Any] = []
         self._leased: dict[str, tuple[Any, str, float]] = {}  # id → (actor, replica, expiry)
         # id → (actor, expiry, channels the replica delivered when the socket closed, if told)
-        self._parked: dict[str, tuple[Any, float, tuple[str, ...] | None]] = {}
+        self._parked: dict[str, tuple[Any, float, tuple[Channel, ...] | None]] = {}
         self._released = asyncio.Condition()  # a lease ended: a waiting resume may take it
         self._idle_ready = asyncio.Condition()  # an actor became idle: a waiting lease may take it
         # Sessions released before their lease or replacement was made (the tab left first)
         # → (when, park, channels), so the late actor is parked for a resume or recycled.
-        self._gone_early: dict[str, tuple[float, bool, tuple[str, ...] | None]] = {}
+        self._gone_early: dict[str, tuple[float, bool, tuple[Channel, ...] | None]] = {}
         self._pending: set[str] = set()  # replacements under way: a resume waits for them
         # Sessions a resume took from another replica → (that replica, when): its late release
         # or renewal must neither park nor re-adopt what the tab now holds elsewhere.
@@ -210,14 +211,14 @@ class SessionPool:
         actor: Any,
         replica_id: str,
         client_id: str,
-        channels: tuple[str, ...],
+        channels: tuple[Channel, ...],
     ) -> Lease:
         self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
         actor.open.remote(client_id)  # bookkeeping only: the new tab does not wait for it
         self._ensure_tasks()  # refill behind the lease, not in front of it
         return Lease(session_id, actor, channels, self.limits)
 
-    async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> Lease:
+    async def adopt(self, session_id: str, replica_id: str, channels: list[Channel]) -> Lease:
         """A live socket's session actor died (killed, its node lost, or this pool restarted):
         a new actor under the same id, holding the channels the replica still delivers."""
         current = self._leased.get(session_id)
@@ -262,7 +263,7 @@ class SessionPool:
         await self._park_or_recycle(session_id, actor, park, channels)
         return True
 
-    async def _fresh_session(self, channels: tuple[str, ...]) -> Any:
+    async def _fresh_session(self, channels: tuple[Channel, ...]) -> Any:
         actor = await self._take_idle()
         if channels:
             await actor.replace.remote(list(channels))
@@ -335,7 +336,7 @@ class SessionPool:
         """Move a leased session to the replica the tab resumed on, with its channels."""
         actor, old_replica, _ = held
         self._moved[session_id] = (old_replica, time.monotonic())
-        channels: tuple[str, ...] = ()
+        channels: tuple[Channel, ...] = ()
         with contextlib.suppress(RayActorError):
             channels = tuple(await actor.channels.remote())
         if not await self._answers(actor):
@@ -369,7 +370,7 @@ class SessionPool:
         self,
         session_id: str,
         park: bool = True,
-        channels: tuple[str, ...] | None = None,
+        channels: tuple[Channel, ...] | None = None,
         replica_id: str | None = None,
     ) -> None:
         """The socket closed: park the session for a resume (with the channels its replica
@@ -388,7 +389,7 @@ class SessionPool:
         await self._park_or_recycle(session_id, held[0], park, kept)
 
     async def _park_or_recycle(
-        self, session_id: str, actor: Any, park: bool, channels: tuple[str, ...] | None
+        self, session_id: str, actor: Any, park: bool, channels: tuple[Channel, ...] | None
     ) -> None:
         """A closed socket's actor: parked for a resume (with the channels its replica
         delivered, if told) or reset back into the pool."""

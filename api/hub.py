@@ -24,6 +24,7 @@ from engine.config import get_settings
 from engine.errors import KisrayError
 from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
+from engine.live.channels import Channel
 from engine.live.hub import Hub
 from engine.live.ports import (
     Bar,
@@ -110,12 +111,12 @@ class RaySessionPool:
         with _translated(PoolLostError, PoolRestartingError):
             return await self._actor.acquire.remote(client_id, replica_id, resume, session_id)
 
-    async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> Lease:
+    async def adopt(self, session_id: str, replica_id: str, channels: list[Channel]) -> Lease:
         with _translated(PoolLostError, PoolRestartingError):
             return await self._actor.adopt.remote(session_id, replica_id, channels)
 
     async def release(
-        self, session_id: str, park: bool, channels: tuple[str, ...] | None, replica_id: str
+        self, session_id: str, park: bool, channels: tuple[Channel, ...] | None, replica_id: str
     ) -> None:
         with _translated(PoolLostError, PoolRestartingError):
             await self._actor.release.remote(session_id, park, channels, replica_id)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from importlib import resources
 
 import ray
@@ -27,7 +28,7 @@ from api.metrics import WS_CLIENT_MESSAGES
 from api.security import bearer_token, token_matches
 from engine.config import get_settings
 from engine.errors import BadRequestError, KisrayError, NoDataFoundError, UnauthorizedError
-from engine.live.channels import encode, parse_channels
+from engine.live.channels import Channel, channel_names, encode, parse_channels
 from engine.live.fanout import Outbox
 from engine.live.session_state import SessionLimits, SessionState
 
@@ -91,7 +92,7 @@ class ClientSocket:
         self.lease = lease  # None until the pool answers: leased in the background
         self.state = SessionState(lease.limits if lease is not None else SessionLimits())
         self.outbox = Outbox(session_id)
-        self._to_actor: asyncio.Queue[tuple[str, list[str]]] = asyncio.Queue()
+        self._to_actor: asyncio.Queue[tuple[str, list[Channel]]] = asyncio.Queue()
         self._adopt_queued = False
 
     async def run(self) -> None:
@@ -133,9 +134,9 @@ class ClientSocket:
             self._to_actor.put_nowait(("replace", self.state.channels()))
         self.hub.watch(self.session_id, self._queue_adopt)
         while True:
-            op, names = await self._to_actor.get()
+            op, channels = await self._to_actor.get()
             try:
-                await self._apply(op, names)
+                await self._apply(op, channels)
             finally:
                 self._to_actor.task_done()
 
@@ -146,14 +147,14 @@ class ClientSocket:
             self._adopt_queued = True
             self._to_actor.put_nowait(("adopt", []))
 
-    async def _apply(self, op: str, names: list[str]) -> None:
+    async def _apply(self, op: str, channels: list[Channel]) -> None:
         if op == "adopt":
             self._adopt_queued = False
             await self._adopt()
             return
         assert self.lease is not None  # _keep_session leases one before it applies any op
         try:
-            await getattr(self.lease.session, op).remote(names)
+            await getattr(self.lease.session, op).remote(channels)
         except ray.exceptions.RayActorError as exc:
             gone = type(exc).__name__
             log.warning("session %s: its actor is gone (%s)", self.session_id, gone)
@@ -238,29 +239,30 @@ class ClientSocket:
         if op == "ping":
             self.outbox.offer(None, encode({"type": "pong"}))
         elif op == "subscribe":
-            await self._subscribe(message.get("channels"))
+            await self._subscribe(parse_channels(message.get("channels")))
         elif op == "unsubscribe":
-            gone, _held = self.state.unsubscribe(message.get("channels"))
+            gone, _held = self.state.unsubscribe(parse_channels(message.get("channels")))
             if gone:
-                await self.hub.unsubscribe(self.outbox, list(parse_channels(gone)))
+                await self.hub.unsubscribe(self.outbox, gone)
                 self._to_actor.put_nowait(("unsubscribe", gone))
-            self.outbox.offer(None, encode({"type": "unsubscribed", "channels": gone}))
+            names = channel_names(gone)
+            self.outbox.offer(None, encode({"type": "unsubscribed", "channels": names}))
         else:
             raise BadRequestError(f"unknown op {op!r}; use subscribe, unsubscribe or ping")
 
-    async def _subscribe(self, names: object, resumed: bool = False) -> None:
+    async def _subscribe(self, channels: Sequence[Channel], resumed: bool = False) -> None:
+        """Hold `channels` too (resumed: exactly the lease's own) and start their delivery."""
         if resumed:
-            assert isinstance(names, list)  # resumed: the lease's own channels
-            self.state.replace(list(names))
+            self.state.replace(channels)
             added = held = self.state.channels()
         else:
-            added, held = self.state.subscribe(names)
-        ack = encode({"type": "subscribed", "channels": held})
+            added, held = self.state.subscribe(channels)
+        ack = encode({"type": "subscribed", "channels": channel_names(held)})
         if not added:
             self.outbox.offer(None, ack)
             return
         try:
-            await self.hub.subscribe(self.outbox, list(parse_channels(added)), ack)
+            await self.hub.subscribe(self.outbox, added, ack)
         except Exception:
             self.state.unsubscribe(added)  # keep the session truthful
             raise

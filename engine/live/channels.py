@@ -74,6 +74,11 @@ def parse_channel(name: object) -> Channel:
     return Channel(kind, symbol, parse_interval(parts[2]).name)
 
 
+def channel_names(channels: Iterable[Channel]) -> list[str]:
+    """Channels as clients name them, in order (for `subscribed` and `unsubscribed`)."""
+    return [str(c) for c in channels]
+
+
 def parse_channels(names: object) -> tuple[Channel, ...]:
     """A non-empty list of channel names → unique Channels in the given order; all or nothing."""
     if not isinstance(names, list) or not names:

@@ -516,7 +516,7 @@ class Hub(Generic[LeaseT]):
             lambda pool: pool.acquire(client_id, self.replica_id, session_id)
         )
 
-    async def replace_session(self, session_id: str, channels: list[str]) -> LeaseT:
+    async def replace_session(self, session_id: str, channels: list[Channel]) -> LeaseT:
         """A socket's session actor died: a new one under the same id, holding `channels`."""
         return await self.call_pool(lambda pool: pool.adopt(session_id, self.replica_id, channels))
 
@@ -527,7 +527,7 @@ class Hub(Generic[LeaseT]):
     def unwatch(self, session_id: str) -> None:
         self._watched.pop(session_id, None)
 
-    async def release_lease(self, session_id: str, park: bool, channels: list[str]) -> None:
+    async def release_lease(self, session_id: str, park: bool, channels: list[Channel]) -> None:
         self.unwatch(session_id)
         await self.call_pool(
             lambda pool: pool.release(session_id, park, tuple(channels), self.replica_id)

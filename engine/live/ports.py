@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
+from engine.live.channels import Channel
 
 Bar: TypeAlias = dict[str, Any]  # {time, open, high, low, close, volume}, as the recorder sends it
 
@@ -79,12 +80,12 @@ class SessionPool(Protocol[LeaseT_co]):
         """A parked session to `resume`, else a fresh one (under `session_id` if given)."""
         ...
 
-    async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> LeaseT_co:
+    async def adopt(self, session_id: str, replica_id: str, channels: list[Channel]) -> LeaseT_co:
         """A new session actor under a live session's id, holding `channels`."""
         ...
 
     async def release(
-        self, session_id: str, park: bool, channels: tuple[str, ...] | None, replica_id: str
+        self, session_id: str, park: bool, channels: tuple[Channel, ...] | None, replica_id: str
     ) -> None: ...
 
     async def renew(self, replica_id: str, session_ids: list[str]) -> list[str]:

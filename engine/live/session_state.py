@@ -1,15 +1,18 @@
 """One client's live-data session: the channels it holds and the limits they obey.
 
 Pure, so the replica can apply a client's op at once (the tab never waits on an actor) while the
-client's session actor keeps the durable copy the same rules produce (actors/session.py).
+client's session actor keeps the durable copy the same rules produce (actors/session.py). It takes
+parsed `Channel`s: the socket parses a client's names once (engine.live.channels.parse_channels),
+and the same values travel to the hub, the session actor and the pool.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from engine.errors import SubscriptionLimitError
-from engine.live.channels import Channel, parse_channels
+from engine.live.channels import Channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +26,9 @@ class SessionState:
         self.limits = limits or SessionLimits()
         self._channels: dict[Channel, None] = {}  # insertion-ordered set
 
-    def subscribe(self, names: object) -> tuple[list[str], list[str]]:
-        """Add channels; returns (added, all held). All or nothing; typed errors for bad input."""
-        wanted = parse_channels(names)
-        added = [c for c in wanted if c not in self._channels]
+    def subscribe(self, wanted: Iterable[Channel]) -> tuple[list[Channel], list[Channel]]:
+        """Add channels; returns (added, all held). All or nothing: SubscriptionLimitError."""
+        added = list(dict.fromkeys(c for c in wanted if c not in self._channels))
         total = len(self._channels) + len(added)
         if total > self.limits.max_channels:
             raise SubscriptionLimitError(
@@ -38,17 +40,17 @@ class SessionState:
                 f"at most {self.limits.max_symbols} symbols per connection ({len(symbols)} asked)"
             )
         self._channels.update(dict.fromkeys(added))
-        return [str(c) for c in added], self.channels()
+        return added, self.channels()
 
-    def unsubscribe(self, names: object) -> tuple[list[str], list[str]]:
-        gone = [c for c in parse_channels(names) if c in self._channels]
+    def unsubscribe(self, unwanted: Iterable[Channel]) -> tuple[list[Channel], list[Channel]]:
+        gone = list(dict.fromkeys(c for c in unwanted if c in self._channels))
         for channel in gone:
             del self._channels[channel]
-        return [str(c) for c in gone], self.channels()
+        return gone, self.channels()
 
-    def replace(self, names: list[str]) -> None:
-        """Hold exactly these (already valid) channels: a copy catching up with its original."""
-        self._channels = dict.fromkeys(parse_channels(names)) if names else {}
+    def replace(self, channels: Iterable[Channel]) -> None:
+        """Hold exactly these channels: a copy catching up with its original."""
+        self._channels = dict.fromkeys(channels)
 
-    def channels(self) -> list[str]:
-        return [str(c) for c in self._channels]
+    def channels(self) -> list[Channel]:
+        return list(self._channels)

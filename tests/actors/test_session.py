@@ -8,7 +8,8 @@ import pytest
 import ray
 
 from actors.session import SessionActor, SessionLimits, SessionPool
-from engine.errors import InvalidSymbolError, SubscriptionLimitError
+from engine.errors import SubscriptionLimitError
+from engine.live.channels import Channel, channel_names, parse_channels
 
 pytestmark = pytest.mark.slow
 
@@ -17,25 +18,32 @@ def cause(exc: BaseException) -> BaseException:
     return getattr(exc, "cause", None) or exc
 
 
+def ch(*names: str) -> list[Channel]:
+    return list(parse_channels(list(names)))
+
+
+def held(channels: list[Channel] | tuple[Channel, ...]) -> list[str]:
+    return channel_names(channels)
+
+
 async def test_session_validates_limits_and_keeps_order(ray_cluster: None) -> None:
     session = SessionActor.remote(SessionLimits(max_channels=4, max_symbols=2))
-    added, held = await session.subscribe.remote(["trade:005930", "book:005930"])
-    assert added == held == ["trade:005930", "book:005930"]
-    added, held = await session.subscribe.remote(["trade:005930", "candle:005930:1m"])
-    assert added == ["candle:005930:1m"] and len(held) == 3
-    for names, error in [
-        (["trade:000660", "book:000660"], SubscriptionLimitError),  # 5 channels > 4
-        (["trade:000660", "trade:035420"], SubscriptionLimitError),  # 3 symbols > 2
-        (["trade:0"], InvalidSymbolError),
+    added, now = await session.subscribe.remote(ch("trade:005930", "book:005930"))
+    assert held(added) == held(now) == ["trade:005930", "book:005930"]
+    added, now = await session.subscribe.remote(ch("trade:005930", "candle:005930:1m"))
+    assert held(added) == ["candle:005930:1m"] and len(now) == 3
+    for refused in [
+        ch("trade:000660", "book:000660"),  # 5 channels > 4
+        ch("trade:000660", "trade:035420"),  # 3 symbols > 2
     ]:
         with pytest.raises(ray.exceptions.RayTaskError) as info:
-            await session.subscribe.remote(names)
-        assert isinstance(cause(info.value), error)
+            await session.subscribe.remote(refused)
+        assert isinstance(cause(info.value), SubscriptionLimitError)
     assert len(await session.channels.remote()) == 3  # a refused request changed nothing
     # Calls from one caller run in order (max_concurrency=1): fire both, then look.
-    session.unsubscribe.remote(["trade:005930"])
-    last = session.subscribe.remote(["trade:005930"])
-    assert (await last)[1][-1] == "trade:005930"
+    session.unsubscribe.remote(ch("trade:005930"))
+    last = session.subscribe.remote(ch("trade:005930"))
+    assert held((await last)[1])[-1] == "trade:005930"
     ray.kill(session)
 
 
@@ -44,7 +52,7 @@ async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
     assert await pool.prewarm.remote(2, hold_s=0) == 2
     lease = await pool.acquire.remote("client-1", "replica-a")
     assert lease.channels == ()
-    await lease.session.subscribe.remote(["trade:005930"])
+    await lease.session.subscribe.remote(ch("trade:005930"))
     # Renewed by its replica, the lease survives its period.
     for _ in range(3):
         await asyncio.sleep(0.5)
@@ -53,7 +61,7 @@ async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
     # A closed socket parks the session; a resume gets its channels back.
     await pool.release.remote(lease.session_id)
     again = await pool.acquire.remote("client-1b", "replica-a", lease.session_id)
-    assert again.session_id == lease.session_id and again.channels == ("trade:005930",)
+    assert again.session_id == lease.session_id and held(again.channels) == ["trade:005930"]
     # A replica that stops renewing loses its sessions; they come back reset.
     await asyncio.sleep(2.5)
     stats = await pool.stats.remote()
@@ -70,13 +78,13 @@ async def test_a_socket_closed_during_its_replacement_resumes_its_session(
     """The pool restarted (or the actor died) and the tab left while its replacement was still
     starting: the release waits for it, and a resume gets the session and its channels."""
     pool = SessionPool.remote(warm=0, lease_s=10.0, park_s=10.0)
-    replacing = pool.adopt.remote("tab-1", "replica-a", ["trade:005930"])
-    await pool.release.remote("tab-1", True, ("trade:005930", "book:005930"))
+    replacing = pool.adopt.remote("tab-1", "replica-a", ch("trade:005930"))
+    await pool.release.remote("tab-1", True, tuple(ch("trade:005930", "book:005930")))
     resumed = await pool.acquire.remote("client-1b", "replica-a", "tab-1")
     await replacing
     assert resumed.session_id == "tab-1"
-    assert resumed.channels == ("trade:005930", "book:005930")
-    assert await resumed.session.channels.remote() == ["trade:005930", "book:005930"]
+    assert held(resumed.channels) == ["trade:005930", "book:005930"]
+    assert held(await resumed.session.channels.remote()) == ["trade:005930", "book:005930"]
     ray.kill(pool)
 
 
@@ -86,14 +94,14 @@ async def test_a_resume_on_another_replica_takes_the_session_at_once(ray_cluster
     release neither re-adopts nor parks what the tab now holds."""
     pool = SessionPool.remote(warm=1, lease_s=10.0, park_s=10.0)
     lease = await pool.acquire.remote("client-1", "replica-a")
-    await lease.session.subscribe.remote(["trade:005930"])
+    await lease.session.subscribe.remote(ch("trade:005930"))
     started = asyncio.get_running_loop().time()
     moved = await pool.acquire.remote("client-1b", "replica-b", lease.session_id)
     assert asyncio.get_running_loop().time() - started < 1.5  # RESUME_WAIT_S is 2 s
-    assert moved.session_id == lease.session_id and moved.channels == ("trade:005930",)
+    assert moved.session_id == lease.session_id and held(moved.channels) == ["trade:005930"]
     assert await pool.renew.remote("replica-a", [lease.session_id]) == []
-    await pool.release.remote(lease.session_id, True, ("trade:005930",), "replica-a")
+    await pool.release.remote(lease.session_id, True, tuple(ch("trade:005930")), "replica-a")
     assert await pool.renew.remote("replica-b", [lease.session_id]) == []
     assert (await pool.stats.remote())["leased"] == 1
-    assert await moved.session.channels.remote() == ["trade:005930"]
+    assert held(await moved.session.channels.remote()) == ["trade:005930"]
     ray.kill(pool)

@@ -15,7 +15,7 @@ from engine.kis.delivery import Batch
 from engine.kis.records import Trade
 from engine.kis.registry import Registration
 from engine.live import hub as hub_module
-from engine.live.channels import CANDLE, TRADE, Channel
+from engine.live.channels import CANDLE, TRADE, Channel, parse_channels
 from engine.live.fanout import Outbox
 from engine.live.hub import SPARE_LEASES, Hub
 from engine.live.ports import (
@@ -209,8 +209,8 @@ async def test_renewal_reports_lost_sessions_and_drops_lost_spares(
         assert set(reported) == {"gone"}
         assert [lease.session_id for lease in hub.spare_leases] == [kept_spare]
         assert {"kept", "gone", lost_spare} <= set(pool.renewed[-1])
-        await hub.release_lease("gone", True, ["trade:005930"])
-        assert pool.released[-1] == ("gone", True, ("trade:005930",), hub.replica_id)
+        await hub.release_lease("gone", True, list(parse_channels(["trade:005930"])))
+        assert pool.released[-1] == ("gone", True, parse_channels(["trade:005930"]), hub.replica_id)
         renewals = len(pool.renewed)
         await until(lambda: len(pool.renewed) > renewals)
         assert "gone" not in pool.renewed[-1]  # released: no longer renewed
