@@ -17,7 +17,7 @@ from actors.names import CANDLES, NAMESPACE
 from engine.candles.clock import MarketClock
 from engine.candles.service import CandleQuery, ChartService
 from engine.config import get_settings
-from engine.domain.bars import MinuteBar
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.domain.calendar import get_calendar
 from engine.domain.intervals import parse_interval
 from engine.domain.symbols import parse_symbol
@@ -87,39 +87,34 @@ class CandleActor:
         chart = await self._chart()
         return await chart.symbols()
 
-    async def live_bars(self, symbol: str, intervals: list[str], bar: dict | None = None) -> dict:
-        """The live bar of each interval for `symbol`: {interval: {time, open, high, low, close,
-        volume}}, rolled up from `bar` (the forming 1-minute bar the caller shows; the one held
-        here when None) exactly as `/candles` rolls it. Empty when there is no forming bar."""
-        forming = MinuteBar.from_data(symbol, bar) if bar is not None else None
-        forming = forming or self._forming.get(parse_symbol(symbol))
+    async def live_bars(
+        self, symbol: str, intervals: list[str], bar: MinuteBar | None = None
+    ) -> dict[str, LiveBar]:
+        """The live bar of each interval for `symbol`, rolled up from `bar` (the forming
+        1-minute bar the caller shows; the one held here when None) exactly as `/candles` rolls
+        it. Empty when there is no forming bar."""
+        forming = bar or self._forming.get(parse_symbol(symbol))
         if forming is None:
             return {}
         chart = await self._chart()
         out = {}
         for name in intervals:
             interval = parse_interval(name)
-            live = await chart.live_bar(forming.symbol, interval, forming)
-            out[interval.name] = live.as_dict()
+            out[interval.name] = await chart.live_bar(forming.symbol, interval, forming)
         return out
 
-    def update_forming_bar(self, symbol: str, bar: dict | None) -> None:
+    def update_forming_bar(self, symbol: str, bar: MinuteBar | None) -> None:
         """Replace the symbol's forming 1-minute bar (None clears it once the bar is written).
-
-        `bar`: {"time": epoch seconds of the minute start, "open", "high", "low", "close",
-        "volume"}. An older minute than the one held is ignored (calls may arrive out of order).
-        """
+        An older minute than the one held is ignored (calls may arrive out of order)."""
         if bar is None:
             self._forming.pop(parse_symbol(symbol), None)
             return
-        forming = MinuteBar.from_data(symbol, bar)
-        held = self._forming.get(forming.symbol)
-        if held is None or forming.time >= held.time:
-            self._forming[forming.symbol] = forming
+        held = self._forming.get(bar.symbol)
+        if held is None or bar.time >= held.time:
+            self._forming[bar.symbol] = bar
 
-    def forming_bar(self, symbol: str) -> dict | None:
-        held = self._forming.get(symbol)
-        return None if held is None else held.as_data()
+    def forming_bar(self, symbol: str) -> MinuteBar | None:
+        return self._forming.get(symbol)
 
 
 def candle_actor(database_url: str | None = None):

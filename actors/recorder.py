@@ -91,7 +91,7 @@ class Recorder:
         self._subscribed: set[str] = set()
         self._flush_lock = asyncio.Lock()
         self._forming_seq = 0
-        self._forming: dict[str, dict] = {}
+        self._forming: dict[str, MinuteBar] = {}
         self._forming_changed = asyncio.Condition()
         self._last_batch_seq = 0
         self._seq_gaps = 0
@@ -244,9 +244,8 @@ class Recorder:
         }
 
     async def _publish(self, changes: dict[str, MinuteBar]) -> None:
-        bars = {symbol: bar.as_data() for symbol, bar in changes.items()}
         async with self._forming_changed:
-            self._forming.update(bars)
+            self._forming.update(changes)
             self._forming_seq += 1
             self._forming_changed.notify_all()
         if self._candle_actor_name is None:
@@ -255,7 +254,7 @@ class Recorder:
             candles = find(self._candle_actor_name)
         except ValueError:
             return  # no CandleActor in this cluster (yet)
-        calls = [candles.update_forming_bar.remote(s, bar) for s, bar in bars.items()]
+        calls = [candles.update_forming_bar.remote(s, bar) for s, bar in changes.items()]
         # Awaited, so in-flight pushes stay bounded by one flush's worth.
         results = await asyncio.gather(*calls, return_exceptions=True)
         for result in results:
@@ -265,11 +264,13 @@ class Recorder:
 
     # -- published state ------------------------------------------------------------------------
 
-    def forming_bars(self) -> dict[str, dict]:
-        """Every symbol's forming 1-minute bar: {symbol: {time, open, high, low, close, volume}}."""
-        return {s: b.as_data() for s, b in self.core.forming_bars().items()}
+    def forming_bars(self) -> dict[str, MinuteBar]:
+        """Every symbol's forming 1-minute bar."""
+        return self.core.forming_bars()
 
-    async def forming_updates(self, after: int = 0, wait_s: float = 1.0) -> tuple[int, dict]:
+    async def forming_updates(
+        self, after: int = 0, wait_s: float = 1.0
+    ) -> tuple[int, dict[str, MinuteBar]]:
         """Long-poll for the `candle:SYMBOL:1m` channel: waits up to `wait_s` for a publication
         newer than `after`, then returns (seq, {symbol: bar}) with every bar published since
         the flush after `after` (all known bars when `after` is 0 or from an earlier process)."""

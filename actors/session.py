@@ -31,6 +31,7 @@ from ray.exceptions import RayActorError
 
 from actors.names import NAMESPACE, SESSION_POOL
 from engine.live.channels import Channel
+from engine.live.ports import LeaseRequest
 from engine.live.session_state import SessionLimits, SessionState
 
 DEFAULT_LIMITS = SessionLimits()
@@ -97,7 +98,7 @@ class SessionPool:
 
     def __init__(
         self,
-        warm: int = 8,
+        warm: int,  # KISRAY_WS_SESSION_POOL
         lease_s: float = 15.0,
         park_s: float = 30.0,
         limits: SessionLimits | None = None,
@@ -165,15 +166,11 @@ class SessionPool:
         self._ensure_tasks()  # after: the refill must not race the burst it would duplicate
         return len(self._idle)
 
-    async def acquire(
-        self,
-        client_id: str,
-        replica_id: str,
-        resume: str | None = None,
-        session_id: str | None = None,
-    ) -> Lease:
+    async def acquire(self, request: LeaseRequest) -> Lease:
         """A session for a socket: the parked one it resumes, or a fresh one (under
         `session_id` when the replica already told the tab its id)."""
+        client_id, replica_id = request.client_id, request.replica_id
+        resume, session_id = request.resume, request.session_id
         self._ensure_tasks()
         if resume:
             moved = await self._wait_for_release(resume, replica_id)
@@ -445,7 +442,7 @@ class SessionPool:
         }
 
 
-def session_pool(warm: int = 8, **options: object):
+def session_pool(warm: int, **options: object):
     """The named pool, created on first use (detached: it outlives the replica that made it)."""
     return SessionPool.options(  # type: ignore[attr-defined]  # mypy ignores class decorators
         name=SESSION_POOL, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"

@@ -21,13 +21,14 @@ from actors.names import find_candles, find_kis_socket, find_recorder
 from actors.session import Lease, session_pool
 from api.ingress import serves_directly
 from engine.config import get_settings
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.errors import KisrayError
 from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
 from engine.live.channels import Channel
 from engine.live.hub import Hub
 from engine.live.ports import (
-    Bar,
+    LeaseRequest,
     PoolLostError,
     PoolRestartingError,
     UpstreamLostError,
@@ -101,15 +102,9 @@ class RaySessionPool:
         self._actor = actor
         self._resolve = resolve
 
-    async def acquire(
-        self,
-        client_id: str,
-        replica_id: str,
-        resume: str | None = None,
-        session_id: str | None = None,
-    ) -> Lease:
+    async def acquire(self, request: LeaseRequest) -> Lease:
         with _translated(PoolLostError, PoolRestartingError):
-            return await self._actor.acquire.remote(client_id, replica_id, resume, session_id)
+            return await self._actor.acquire.remote(request)
 
     async def adopt(self, session_id: str, replica_id: str, channels: list[Channel]) -> Lease:
         with _translated(PoolLostError, PoolRestartingError):
@@ -145,13 +140,15 @@ class RayBarSource:
     async def locate(self) -> None:
         self._recorder = await asyncio.to_thread(self._resolve_recorder)
 
-    async def forming_bars(self) -> dict[str, Bar]:
+    async def forming_bars(self) -> dict[str, MinuteBar]:
         return await self._recorder.forming_bars.remote()
 
-    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, Bar]]:
+    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, MinuteBar]]:
         return await self._recorder.forming_updates.remote(after, wait_s)
 
-    async def live_bars(self, symbol: str, intervals: list[str], bar: Bar | None) -> dict[str, Bar]:
+    async def live_bars(
+        self, symbol: str, intervals: list[str], bar: MinuteBar | None
+    ) -> dict[str, LiveBar]:
         candles = await asyncio.to_thread(self._resolve_candles)
         return await candles.live_bars.remote(symbol, intervals, bar)
 

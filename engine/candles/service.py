@@ -24,7 +24,7 @@ import polars as pl
 from engine.candles import series as db_series
 from engine.candles.gapfill import fill_gaps, mark_unfilled
 from engine.candles.rollup import roll_up
-from engine.domain.bars import MinuteBar
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.domain.calendar import TradingCalendar, daily_stamp
 from engine.domain.intervals import Interval, parse_interval
 from engine.domain.kst import KST_OFFSET_S
@@ -55,50 +55,6 @@ class CandleQuery:
     end: int | None
     limit: int | None
     fill: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class LiveBar:
-    """The forming bucket of some interval: stored minutes plus the forming 1-minute bar."""
-
-    time: int  # bucket start, epoch seconds (a KST date at 00:00 UTC for 1d, Monday for 1w)
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-
-    @classmethod
-    def of(
-        cls,
-        bucket: int,
-        forming: MinuteBar,
-        stored: tuple[float, float, float, float, int] | None,
-    ) -> LiveBar:
-        """`stored`: the bucket's minutes before the forming one as (open, high, low, close,
-        volume), or None when it has none."""
-        f_open, f_high, f_low, f_close = (
-            float(p) for p in (forming.open, forming.high, forming.low, forming.close)
-        )
-        if stored is None:
-            return cls(bucket, f_open, f_high, f_low, f_close, forming.volume)
-        o, h, low, _, v = stored
-        return cls(bucket, o, max(h, f_high), min(low, f_low), f_close, v + forming.volume)
-
-    def as_dict(self) -> dict[str, Any]:
-        """{time, open, high, low, close, volume}; whole KRW prices as integers."""
-        prices = [self.open, self.high, self.low, self.close]
-        if all(p == int(p) for p in prices):
-            prices = [int(p) for p in prices]
-        o, h, low, c = prices
-        return {
-            "time": self.time,
-            "open": o,
-            "high": h,
-            "low": low,
-            "close": c,
-            "volume": self.volume,
-        }
 
 
 @dataclass(frozen=True, slots=True)

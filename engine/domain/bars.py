@@ -1,21 +1,19 @@
 """The one 1-minute bar: what the recorder builds, the database stores, the KIS chart returns,
-the candle service merges as the forming bar, and the live channels send.
+the candle service merges as the forming bar, and the live channels send; and the one forming
+bucket of any interval (`LiveBar`), the 1-minute bar rolled up with its bucket's stored minutes.
+Both cross actors as these objects and reach clients through `as_data`.
 
 Prices are whole won as `int`; a `numeric` column read back may give `Decimal`, and a bar from
-another process may carry floats, so `Price` admits those and `as_data` writes whole values as
+the candle service may carry floats, so `Price` admits those and `as_data` writes whole values as
 integers. Volume is shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeAlias
-
-from engine.domain.symbols import parse_symbol
-from engine.errors import BadRequestError
 
 Price: TypeAlias = int | Decimal | float
 
@@ -55,42 +53,53 @@ class MinuteBar:
         )
 
     def as_data(self) -> dict[str, Any]:
-        """The bar as clients and actors exchange it: {time, open, high, low, close, volume}."""
-        return {
-            "time": self.time,
-            "open": _plain(self.open),
-            "high": _plain(self.high),
-            "low": _plain(self.low),
-            "close": _plain(self.close),
-            "volume": self.volume,
-        }
+        """The bar as clients see it: {time, open, high, low, close, volume}."""
+        return _data(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBar:
+    """The forming bucket of some interval: its stored minutes plus the forming 1-minute bar."""
+
+    time: int  # bucket start, epoch seconds (a KST date at 00:00 UTC for 1d, Monday for 1w)
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
 
     @classmethod
-    def from_data(cls, symbol: str, data: Mapping[str, Any]) -> MinuteBar:
-        """From `as_data`'s shape (`time` may also be `ts`, an aware datetime); the minute is
-        the one `time` falls in. BadRequestError names what is wrong."""
-        stamp: Any = data.get("time", data.get("ts"))  # int() below rejects what is not a time
-        if isinstance(stamp, datetime):
-            stamp = stamp.timestamp()
-        try:
-            minute = int(stamp) - int(stamp) % 60
-            o, h, low, c = (_number(data[k]) for k in ("open", "high", "low", "close"))
-            volume = int(data.get("volume", 0))
-        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            raise BadRequestError(f"minute bar for {symbol}: {exc!r}") from None
-        if not (low <= min(o, c) and h >= max(o, c)):
-            raise BadRequestError(f"minute bar for {symbol}: high/low do not bound open/close")
-        ts = datetime.fromtimestamp(minute, UTC)
-        return cls(parse_symbol(symbol), ts, o, h, low, c, volume)
+    def of(
+        cls,
+        bucket: int,
+        forming: MinuteBar,
+        stored: tuple[float, float, float, float, int] | None,
+    ) -> LiveBar:
+        """`stored`: the bucket's minutes before the forming one as (open, high, low, close,
+        volume), or None when it has none."""
+        f_open, f_high, f_low, f_close = (
+            float(p) for p in (forming.open, forming.high, forming.low, forming.close)
+        )
+        if stored is None:
+            return cls(bucket, f_open, f_high, f_low, f_close, forming.volume)
+        o, h, low, _, v = stored
+        return cls(bucket, o, max(h, f_high), min(low, f_low), f_close, v + forming.volume)
+
+    def as_data(self) -> dict[str, Any]:
+        """The bucket as clients see it: {time, open, high, low, close, volume}."""
+        return _data(self)
 
 
-def _number(value: Any) -> Price:
-    if isinstance(value, int | Decimal) and not isinstance(value, bool):
-        return value
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"not a price: {value!r}")
-    return int(number) if number.is_integer() else number
+def _data(bar: MinuteBar | LiveBar) -> dict[str, Any]:
+    """A bar's client form; whole KRW prices as integers."""
+    return {
+        "time": bar.time,
+        "open": _plain(bar.open),
+        "high": _plain(bar.high),
+        "low": _plain(bar.low),
+        "close": _plain(bar.close),
+        "volume": bar.volume,
+    }
 
 
-__all__ = ["MinuteBar", "Price"]
+__all__ = ["LiveBar", "MinuteBar", "Price"]

@@ -18,9 +18,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from engine.domain.bars import MinuteBar
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.domain.intervals import parse_interval
 from engine.domain.symbols import is_symbol
 from engine.errors import BadRequestError, InvalidSymbolError
@@ -125,19 +124,19 @@ def encode(message: dict[str, object]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
-def candle_message(symbol: str, bar: dict[str, object], interval: str = MINUTE_INTERVAL) -> str:
-    """The `candle` message for a forming bar {time, open, high, low, close, volume}."""
-    data = {**bar, "live": True}
+def candle_message(symbol: str, bar: MinuteBar | LiveBar, interval: str = MINUTE_INTERVAL) -> str:
+    """The `candle` message for a forming bar: its data and `live: true`."""
+    data = {**bar.as_data(), "live": True}
     return encode({"type": CANDLE, "symbol": symbol, "interval": interval, "data": data})
 
 
-def newer_bar(held: dict[str, Any] | None, bar: dict[str, Any]) -> bool:
+def newer_bar(held: MinuteBar | LiveBar | None, bar: MinuteBar | LiveBar) -> bool:
     """Whether `bar` may replace `held` on a live channel: a later bucket, or the same bucket
     with more volume. Volume only grows within a bar, so an equal or smaller one is a stale
     copy (an update that was in flight, a cache) and would make the chart step backwards."""
     if held is None:
         return True
-    return (bar["time"], bar["volume"]) > (held["time"], held["volume"])
+    return (bar.time, bar.volume) > (held.time, held.volume)
 
 
 class WindowCoalescer:
@@ -188,7 +187,7 @@ class WindowCoalescer:
         for symbol in self._bars_changed if self.candles_from_trades else ():
             channel = Channel(CANDLE, symbol, MINUTE_INTERVAL)
             if channel in wanted:
-                out[channel] = encode(self._candle(symbol, self._bars[symbol]))
+                out[channel] = candle_message(symbol, self._bars[symbol])
         self._trades.clear()
         self._books.clear()
         self._bars_changed.clear()
@@ -199,18 +198,9 @@ class WindowCoalescer:
         bar = self._bars.get(symbol) if self.candles_from_trades else None
         if bar is None:
             return None
-        return encode(self._candle(symbol, bar))
+        return candle_message(symbol, bar)
 
     def forget_bars(self) -> None:
         """Drop the trade-built bars (the recorder became the source, or left and came back)."""
         self._bars.clear()
         self._bars_changed.clear()
-
-    @staticmethod
-    def _candle(symbol: str, bar: MinuteBar) -> dict[str, object]:
-        return {
-            "type": CANDLE,
-            "symbol": symbol,
-            "interval": MINUTE_INTERVAL,
-            "data": {**bar.as_data(), "live": True},
-        }

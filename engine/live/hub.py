@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from engine.config import WS_FRAME_BUDGET, WS_WINDOW_MS
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.errors import UnknownConsumerError
 from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
@@ -57,9 +58,9 @@ from engine.live.channels import (
 )
 from engine.live.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
 from engine.live.ports import (
-    Bar,
     BarSource,
     HasSessionId,
+    LeaseRequest,
     PoolLostError,
     PoolRestartingError,
     SessionPool,
@@ -129,8 +130,8 @@ class Hub(Generic[LeaseT]):
         self.bars = bars
         self.recorder_located = False  # False again after a failed poll: look it up anew
         self.candle_source = "unknown"  # "recorder" | "trades" | "unknown" (not looked yet)
-        self.forming: dict[str, Bar] = {}  # symbol → the recorder's latest bar seen
-        self.live: dict[Channel, Bar] = {}  # coarser channel → its last bar published
+        self.forming: dict[str, MinuteBar] = {}  # symbol → the recorder's latest bar seen
+        self.live: dict[Channel, LiveBar] = {}  # coarser channel → its last bar published
         self.forming_seq = 0
         self.forming_polls = 0
         self._candles_wanted = asyncio.Event()
@@ -363,7 +364,7 @@ class Hub(Generic[LeaseT]):
                     outbox.offer(channel, candle_message(channel.symbol, held, interval))
 
     async def _roll_up(
-        self, symbol: str, bar: Bar | None, channels: list[Channel]
+        self, symbol: str, bar: MinuteBar | None, channels: list[Channel]
     ) -> dict[Channel, str]:
         """The coarser channels' bars for this 1-minute bar (None: the candle service's), kept
         when newer; their messages. A recorder publication comes after its flush wrote the
@@ -408,7 +409,7 @@ class Hub(Generic[LeaseT]):
             self.forming_seq = seq  # a restarted recorder counts from 0 again: follow it
             await self._apply_forming(bars)
 
-    async def _apply_forming(self, bars: dict[str, Bar]) -> None:
+    async def _apply_forming(self, bars: dict[str, MinuteBar]) -> None:
         """Keep the bars that moved forward and publish them to the wanted channels, 1m and
         coarser (rolled up by the candle service)."""
         wanted = self.index.wanted()
@@ -507,13 +508,15 @@ class Hub(Generic[LeaseT]):
         lease = None if session_id else self.spare_lease()
         if lease is None:
             lease = await self.call_pool(
-                lambda pool: pool.acquire(client_id, self.replica_id, None, session_id)
+                lambda pool: pool.acquire(
+                    LeaseRequest(client_id, self.replica_id, None, session_id)
+                )
             )
         return lease
 
     async def resume_lease(self, client_id: str, session_id: str) -> LeaseT:
         return await self.call_pool(
-            lambda pool: pool.acquire(client_id, self.replica_id, session_id)
+            lambda pool: pool.acquire(LeaseRequest(client_id, self.replica_id, session_id))
         )
 
     async def replace_session(self, session_id: str, channels: list[Channel]) -> LeaseT:
@@ -541,7 +544,7 @@ class Hub(Generic[LeaseT]):
         while len(self.spare_leases) < self.spare_target:
             try:
                 lease = await self.call_pool(
-                    lambda pool: pool.acquire(uuid.uuid4().hex, self.replica_id, None)
+                    lambda pool: pool.acquire(LeaseRequest(uuid.uuid4().hex, self.replica_id))
                 )
             except Exception as exc:  # the next socket pays the round trip and tries again
                 log.warning("hub %s: could not lease a spare session: %s", self.replica_id, exc)

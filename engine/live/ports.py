@@ -9,13 +9,13 @@ they surface as an internal error, as Ray's own did).
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Protocol, TypeAlias, TypeVar
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
 from engine.live.channels import Channel
-
-Bar: TypeAlias = dict[str, Any]  # {time, open, high, low, close, volume}, as the recorder sends it
 
 
 class UpstreamLostError(Exception):
@@ -58,6 +58,17 @@ class Upstream(Protocol):
         """Look the socket actor up again: it may have been replaced."""
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """A replica asks the pool for a session: the parked one to `resume`, else a fresh one
+    (under `session_id` when the tab already has its id)."""
+
+    client_id: str
+    replica_id: str
+    resume: str | None = None
+    session_id: str | None = None
+
+
 class HasSessionId(Protocol):
     @property
     def session_id(self) -> str: ...
@@ -70,14 +81,8 @@ class SessionPool(Protocol[LeaseT_co]):
     """The session pool, leasing session actors to replicas. Raises PoolLostError when it does
     not answer."""
 
-    async def acquire(
-        self,
-        client_id: str,
-        replica_id: str,
-        resume: str | None = None,
-        session_id: str | None = None,
-    ) -> LeaseT_co:
-        """A parked session to `resume`, else a fresh one (under `session_id` if given)."""
+    async def acquire(self, request: LeaseRequest) -> LeaseT_co:
+        """A session as `request` asks."""
         ...
 
     async def adopt(self, session_id: str, replica_id: str, channels: list[Channel]) -> LeaseT_co:
@@ -103,14 +108,16 @@ class BarSource(Protocol):
     async def locate(self) -> None:
         """Find the recorder; raises (ValueError) while there is none."""
 
-    async def forming_bars(self) -> dict[str, Bar]:
+    async def forming_bars(self) -> dict[str, MinuteBar]:
         """Every symbol's forming bar, as the recorder has it now."""
         ...
 
-    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, Bar]]:
+    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, MinuteBar]]:
         """Long-poll: (seq, bars published since `after`), waiting up to `wait_s`."""
         ...
 
-    async def live_bars(self, symbol: str, intervals: list[str], bar: Bar | None) -> dict[str, Bar]:
+    async def live_bars(
+        self, symbol: str, intervals: list[str], bar: MinuteBar | None
+    ) -> dict[str, LiveBar]:
         """`bar` (the candle service's own when None) rolled up into each interval's bucket."""
         ...

@@ -10,6 +10,7 @@ import ray
 from actors.session import SessionActor, SessionLimits, SessionPool
 from engine.errors import SubscriptionLimitError
 from engine.live.channels import Channel, channel_names, parse_channels
+from engine.live.ports import LeaseRequest
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ async def test_session_validates_limits_and_keeps_order(ray_cluster: None) -> No
 async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
     pool = SessionPool.remote(warm=2, lease_s=1.0, park_s=5.0)
     assert await pool.prewarm.remote(2, hold_s=0) == 2
-    lease = await pool.acquire.remote("client-1", "replica-a")
+    lease = await pool.acquire.remote(LeaseRequest("client-1", "replica-a"))
     assert lease.channels == ()
     await lease.session.subscribe.remote(ch("trade:005930"))
     # Renewed by its replica, the lease survives its period.
@@ -60,13 +61,13 @@ async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
     assert (await pool.stats.remote())["leased"] == 1
     # A closed socket parks the session; a resume gets its channels back.
     await pool.release.remote(lease.session_id)
-    again = await pool.acquire.remote("client-1b", "replica-a", lease.session_id)
+    again = await pool.acquire.remote(LeaseRequest("client-1b", "replica-a", lease.session_id))
     assert again.session_id == lease.session_id and held(again.channels) == ["trade:005930"]
     # A replica that stops renewing loses its sessions; they come back reset.
     await asyncio.sleep(2.5)
     stats = await pool.stats.remote()
     assert stats["leased"] == 0 and stats["reclaimed"] == 1
-    fresh = await pool.acquire.remote("client-2", "replica-b", "no-such-session")
+    fresh = await pool.acquire.remote(LeaseRequest("client-2", "replica-b", "no-such-session"))
     assert fresh.session_id != lease.session_id and fresh.channels == ()
     assert await fresh.session.channels.remote() == []  # whichever actor it is, it was reset
     ray.kill(pool)
@@ -80,7 +81,7 @@ async def test_a_socket_closed_during_its_replacement_resumes_its_session(
     pool = SessionPool.remote(warm=0, lease_s=10.0, park_s=10.0)
     replacing = pool.adopt.remote("tab-1", "replica-a", ch("trade:005930"))
     await pool.release.remote("tab-1", True, tuple(ch("trade:005930", "book:005930")))
-    resumed = await pool.acquire.remote("client-1b", "replica-a", "tab-1")
+    resumed = await pool.acquire.remote(LeaseRequest("client-1b", "replica-a", "tab-1"))
     await replacing
     assert resumed.session_id == "tab-1"
     assert held(resumed.channels) == ["trade:005930", "book:005930"]
@@ -93,10 +94,10 @@ async def test_a_resume_on_another_replica_takes_the_session_at_once(ray_cluster
     and its channels without waiting for that release, and the old replica's late renewal or
     release neither re-adopts nor parks what the tab now holds."""
     pool = SessionPool.remote(warm=1, lease_s=10.0, park_s=10.0)
-    lease = await pool.acquire.remote("client-1", "replica-a")
+    lease = await pool.acquire.remote(LeaseRequest("client-1", "replica-a"))
     await lease.session.subscribe.remote(ch("trade:005930"))
     started = asyncio.get_running_loop().time()
-    moved = await pool.acquire.remote("client-1b", "replica-b", lease.session_id)
+    moved = await pool.acquire.remote(LeaseRequest("client-1b", "replica-b", lease.session_id))
     assert asyncio.get_running_loop().time() - started < 1.5  # RESUME_WAIT_S is 2 s
     assert moved.session_id == lease.session_id and held(moved.channels) == ["trade:005930"]
     assert await pool.renew.remote("replica-a", [lease.session_id]) == []

@@ -17,6 +17,7 @@ import websockets
 
 from actors.recorder import Recorder
 from api.cli.sim_process import SimulatorProcess
+from engine.config import DEFAULT_SYMBOLS
 from engine.live.hub import RENEW_EVERY_S, SPARE_LEASES
 from engine.storage.migrate import migrate
 from tests.api.ws_support import kill_socket_actor, start_socket_actor
@@ -210,8 +211,9 @@ async def test_candle_channel_is_the_recorders_forming_bar(
         after = 0
         while True:
             after, bars = await recorder.forming_updates.remote(after, 5.0)
-            if "005930" in bars and (not published or published[-1] != bars["005930"]):
-                published.append(bars["005930"])
+            bar = bars["005930"].as_data() if "005930" in bars else None
+            if bar is not None and (not published or published[-1] != bar):
+                published.append(bar)
 
     watcher = None
     try:
@@ -229,7 +231,9 @@ async def test_candle_channel_is_the_recorders_forming_bar(
             await next_of(ws, "subscribed")
             before = published[-1]
             first = (await next_of(ws, "candle", within=3))["data"]  # at once, not next flush
-            after_first = await recorder.forming_bars.remote()
+            after_first = {
+                s: b.as_data() for s, b in (await recorder.forming_bars.remote()).items()
+            }
             assert first.pop("live") is True
             if first["time"] == before["time"] == after_first["005930"]["time"]:
                 # forming_bars() is read between two publications: bounded by them.
@@ -252,7 +256,7 @@ async def test_candle_channel_is_the_recorders_forming_bar(
 async def test_a_new_tab_takes_a_session_leased_ahead(live_url: str) -> None:
     """The replica keeps sessions leased before tabs arrive, so a new tab skips the pool's
     round trip; each one taken is replaced, and the pool counts them as leased."""
-    from actors.session import session_pool
+    from api.hub import replica_session_pool
 
     stats_url = live_url.replace("ws://", "http://") + "/stats"
 
@@ -268,7 +272,7 @@ async def test_a_new_tab_takes_a_session_leased_ahead(live_url: str) -> None:
         raise AssertionError(f"the replica holds {await spares()} spare leases after 30 s")
 
     await wait_for_spares()
-    pool = session_pool()
+    pool = replica_session_pool()
     leased_before = (await pool.stats.remote())["leased"]
     async with websockets.connect(live_url) as ws:
         first = (await next_of(ws, "session"))["id"]
@@ -288,14 +292,13 @@ async def test_frames_are_not_compressed_by_default(live_url: str) -> None:
 
 async def test_take_lease_hands_out_a_session_leased_before_the_tab(ray_cluster: None) -> None:
     """The tab's session is one the hub already held, not a fresh round trip to the pool."""
-    from actors.session import session_pool
-    from api.hub import RayBarSource, RaySessionPool, RayUpstream
+    from api.hub import RayBarSource, RaySessionPool, RayUpstream, replica_session_pool
     from engine.live.hub import Hub
     from tests.api.test_ws_hub import FakeSocket, Remote
 
-    pool = session_pool()
+    pool = replica_session_pool()
     upstream = RayUpstream(lambda: Remote(FakeSocket()))
-    hub = Hub(upstream, RaySessionPool(pool, session_pool), RayBarSource())
+    hub = Hub(upstream, RaySessionPool(pool, replica_session_pool), RayBarSource())
     await hub._fill_spares()
     spares = {lease.session_id for lease in hub.spare_leases}
     assert len(spares) == SPARE_LEASES
@@ -416,11 +419,13 @@ async def test_killed_session_actors_heal_for_new_and_open_tabs(live_url: str, v
         await expect(open_tab, "subscribed", 30)
         await expect(open_tab, "trade", 10)
         assert _kill_actor_processes(victim) >= 1
+        # Every demo symbol's trades: one symbol alone can pause for 2 s between bursts.
+        every_trade = [f"trade:{symbol}" for symbol in DEFAULT_SYMBOLS]
         for _ in range(5):
             started = time.monotonic()
             async with websockets.connect(live_url) as tab:
                 await expect(tab, "session", 2)
-                await tab.send(json.dumps({"op": "subscribe", "channels": ["trade:005930"]}))
+                await tab.send(json.dumps({"op": "subscribe", "channels": every_trade}))
                 await expect(tab, "trade", 2 - (time.monotonic() - started))
         await open_tab.send(json.dumps({"op": "subscribe", "channels": ["book:005930"]}))
         subscribed = await expect(open_tab, "subscribed", 5)

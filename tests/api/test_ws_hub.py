@@ -8,11 +8,12 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from api.hub import RayBarSource, RayUpstream
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.kis.delivery import Batch
 from engine.kis.records import Trade
 from engine.live.channels import CANDLE, TRADE, Channel
@@ -104,9 +105,9 @@ class FakeRecorder:
             self.polls_in_flight -= 1
 
 
-def bar(volume: int, close: int = 100, minute: int = 0) -> dict:
-    t = int(T0.timestamp()) + 60 * minute
-    return {"time": t, "open": 90, "high": 110, "low": 80, "close": close, "volume": volume}
+def bar(volume: int, close: int = 100, minute: int = 0) -> MinuteBar:
+    start = T0.replace(second=0, microsecond=0) + timedelta(minutes=minute)
+    return MinuteBar("005930", start, 90, 110, 80, close, volume)
 
 
 def trade(price: int, volume: int) -> Trade:
@@ -153,7 +154,7 @@ async def test_candles_are_the_recorders_bars_with_one_poll_per_replica(socket) 
             hub.attach(box, f"s{n}")
             await hub.subscribe(box, [CANDLE_A, Channel(TRADE, "005930")])
             first = await candles_of(box)  # the current bar at once, from forming_bars()
-            assert first[0]["data"] == {**bar(1865), "live": True}
+            assert first[0]["data"] == {**bar(1865).as_data(), "live": True}
             assert first[0] == {
                 "type": "candle", "symbol": "005930", "interval": "1m", "data": first[0]["data"]
             }  # fmt: skip
@@ -227,7 +228,7 @@ async def test_a_new_subscriber_gets_the_bar_of_now_not_the_one_held_from_before
         await recorder.publish("005930", bar(40, minute=1))  # the next minute began meanwhile
         await hub.subscribe(box, [CANDLE_A])
         first = (await candles_of(box))[0]["data"]
-        assert (first["time"], first["volume"]) == (bar(40, minute=1)["time"], 40)
+        assert (first["time"], first["volume"]) == (bar(40, minute=1).time, 40)
     finally:
         await hub.stop()
 
@@ -259,10 +260,13 @@ class StoredPart:
         self.volume = volume
         self.recorder = recorder  # its publications reach the candle service too
 
-    async def live_bars(self, symbol: str, intervals: list[str], one: dict | None) -> dict:
+    async def live_bars(
+        self, symbol: str, intervals: list[str], one: MinuteBar | None
+    ) -> dict[str, LiveBar]:
         one = one or self.recorder.bars[symbol]
-        rolled = {**one, "open": 85, "low": 70, "volume": self.volume + one["volume"]}
-        return {name: {**rolled, "time": one["time"] - one["time"] % 300} for name in intervals}
+        bucket = one.time - one.time % 300
+        rolled = LiveBar(bucket, 85, one.high, 70, one.close, self.volume + one.volume)
+        return {name: rolled for name in intervals}
 
 
 async def test_coarser_channels_roll_the_minute_bar_up_and_never_step_back(socket) -> None:
@@ -286,9 +290,9 @@ async def test_coarser_channels_roll_the_minute_bar_up_and_never_step_back(socke
         await hub.subscribe(box, [five, CANDLE_A])
         await asyncio.sleep(0.3)
         got = {m["interval"]: m["data"] for m in map(json.loads, box.take())}
-        assert got["1m"] == {**bar(7, minute=1), "live": True}
+        assert got["1m"] == {**bar(7, minute=1).as_data(), "live": True}
         assert got["5m"] == {
-            "time": bar(0)["time"] - bar(0)["time"] % 300,
+            "time": bar(0).time - bar(0).time % 300,
             "open": 85, "high": 110, "low": 70, "close": 100, "volume": 1100, "live": True,
         }  # fmt: skip
         recorder.live.clear()

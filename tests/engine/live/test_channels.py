@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from engine.domain.bars import MinuteBar
 from engine.errors import BadRequestError, InvalidIntervalError, InvalidSymbolError
 from engine.kis import tr
 from engine.kis.records import BookSnapshot, Trade
@@ -132,9 +133,10 @@ def test_recorder_sourced_window_builds_no_candle_from_trades() -> None:
 
 
 def test_candle_message_is_the_contract_shape_of_a_recorder_bar() -> None:
-    bar = {"time": 1741741200, "open": 1, "high": 3, "low": 1, "close": 2, "volume": 1865}
+    bar = MinuteBar("005930", datetime.fromtimestamp(1741741200, UTC), 1, 3, 1, 2, 1865)
+    data = {"time": 1741741200, "open": 1, "high": 3, "low": 1, "close": 2, "volume": 1865}
     assert json.loads(candle_message("005930", bar)) == {
-        "type": "candle", "symbol": "005930", "interval": "1m", "data": {**bar, "live": True},
+        "type": "candle", "symbol": "005930", "interval": "1m", "data": {**data, "live": True},
     }  # fmt: skip
 
 

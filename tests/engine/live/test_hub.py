@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from engine.domain.bars import LiveBar, MinuteBar
 from engine.errors import UnknownConsumerError
 from engine.kis.delivery import Batch
 from engine.kis.records import Trade
@@ -19,7 +20,7 @@ from engine.live.channels import CANDLE, TRADE, Channel, parse_channels
 from engine.live.fanout import Outbox
 from engine.live.hub import SPARE_LEASES, Hub
 from engine.live.ports import (
-    Bar,
+    LeaseRequest,
     PoolLostError,
     PoolRestartingError,
     UpstreamLostError,
@@ -83,23 +84,17 @@ class FakePool:
         self.relocations = 0
         self.made = 0
 
-    async def acquire(
-        self,
-        client_id: str,
-        replica_id: str,
-        resume: str | None = None,
-        session_id: str | None = None,
-    ) -> FakeLease:
+    async def acquire(self, request: LeaseRequest) -> FakeLease:
         if self.failures:
             raise self.failures.pop(0)
         self.made += 1
-        return FakeLease(session_id or resume or f"spare-{self.made}")
+        return FakeLease(request.session_id or request.resume or f"spare-{self.made}")
 
-    async def adopt(self, session_id: str, replica_id: str, channels: list[str]) -> FakeLease:
+    async def adopt(self, session_id: str, replica_id: str, channels: list[Channel]) -> FakeLease:
         return FakeLease(session_id)
 
     async def release(
-        self, session_id: str, park: bool, channels: tuple[str, ...] | None, replica_id: str
+        self, session_id: str, park: bool, channels: tuple[Channel, ...] | None, replica_id: str
     ) -> None:
         self.released.append((session_id, park, channels, replica_id))
 
@@ -114,7 +109,7 @@ class FakePool:
 class FakeBars:
     """A recorder holding `bars`; `forming_bars` answers once `gate` is open."""
 
-    def __init__(self, bars: dict[str, Bar]) -> None:
+    def __init__(self, bars: dict[str, MinuteBar]) -> None:
         self.bars = bars
         self.gate = asyncio.Event()
         self.gate.set()
@@ -122,21 +117,22 @@ class FakeBars:
     async def locate(self) -> None:
         return None
 
-    async def forming_bars(self) -> dict[str, Bar]:
+    async def forming_bars(self) -> dict[str, MinuteBar]:
         await self.gate.wait()
         return dict(self.bars)
 
-    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, Bar]]:
+    async def forming_updates(self, after: int, wait_s: float) -> tuple[int, dict[str, MinuteBar]]:
         await asyncio.sleep(wait_s)  # nothing new
         return after, {}
 
-    async def live_bars(self, symbol: str, intervals: list[str], bar: Bar | None) -> dict[str, Bar]:
+    async def live_bars(
+        self, symbol: str, intervals: list[str], bar: MinuteBar | None
+    ) -> dict[str, LiveBar]:
         return {}
 
 
-def bar(volume: int) -> Bar:
-    t = int(T0.timestamp())
-    return {"time": t, "open": 90, "high": 110, "low": 80, "close": 100, "volume": volume}
+def bar(volume: int) -> MinuteBar:
+    return MinuteBar("005930", T0.replace(second=0, microsecond=0), 90, 110, 80, 100, volume)
 
 
 def trades(volume: int) -> Batch:
@@ -184,7 +180,7 @@ async def test_the_ack_then_the_current_bar_then_updates_while_the_recorder_is_s
         await upstream.batches.put(trades(5))
         got = await messages(box, 3)
         assert [m["type"] for m in got] == ["subscribed", "candle", "trade"]
-        assert got[1]["data"] == {**bar(1865), "live": True}
+        assert got[1]["data"] == {**bar(1865).as_data(), "live": True}
         assert upstream.calls.count(("subscribe", TRADE_A.registration)) == 1  # held once
     finally:
         bars.gate.set()
