@@ -1,8 +1,10 @@
-"""SessionActor: one per connected client, the control plane of its live data.
+"""SessionActor: the control plane of connected clients' live data.
 
-It owns the client's subscriptions (validated channels), its limits and its lifetime; the data
-plane — window batches fanned out to sockets — runs in the Serve replica's hub, so no per-client
-Ray call sits on the per-message path (docs/fanout.md has the measurements behind this).
+A session is one client's subscriptions (validated channels), limits and lifetime. Each
+SessionActor hosts up to KISRAY_SESSIONS_PER_ACTOR sessions, each addressed by its slot
+(`SessionSlot`); 1 is one actor per client. The data plane — window batches fanned out to
+sockets — runs in the Serve replica's hub, so no per-client Ray call sits on the per-message path
+(docs/fanout.md has the measurements behind this and behind the default).
 
 SessionPool (named `session-pool`, namespace `kisray`) keeps actors pre-warmed so a new tab does
 not pay an actor start-up, leases them to replicas, takes back the sessions of a replica that
@@ -10,8 +12,8 @@ stopped renewing (it died), and parks a closed session for a grace period so a r
 can resume its subscriptions with the session id it was given.
 
 Healing: the pool restarts when its process dies (its session actors die with it: they are
-owned by its process), never hands out an idle actor that does not answer, and `adopt` gives a
-live session whose actor died a new one under the same id with the channels the replica still
+owned by its process), never hands out an idle slot whose actor does not answer, and `adopt` gives
+a live session whose actor died a new slot under the same id with the channels the replica still
 delivers, so the tab never notices (docs/operations.md, "Faults").
 """
 
@@ -51,7 +53,7 @@ class Lease:
     """What a replica gets for a new socket: the session, its id, and channels to restore."""
 
     session_id: str
-    session: Any  # ray.actor.ActorHandle of a SessionActor
+    session: SessionSlot
     channels: tuple[Channel, ...]  # non-empty only when resuming
     limits: SessionLimits = DEFAULT_LIMITS
 
@@ -61,34 +63,79 @@ class Lease:
 # (ray's signature for ray.remote(...) lists task options only, not max_concurrency.)
 @ray.remote(num_cpus=0, max_concurrency=1)  # type: ignore[call-overload]
 class SessionActor:
-    """The durable copy of one client's session; the replica applies ops first, with the same
-    rules (engine.live.session_state), and sends them here in order."""
+    """The durable copies of its clients' sessions, one per slot; the replica applies ops
+    first, with the same rules (engine.live.session_state), and sends them here in order."""
 
     def __init__(self, limits: SessionLimits | None = None) -> None:
-        self.state = SessionState(limits)
-        self.client_id: str | None = None
+        self.limits = limits or SessionLimits()
+        self.sessions: dict[str, SessionState] = {}
+        self.clients: dict[str, str] = {}
+
+    def _session(self, slot: str) -> SessionState:
+        state = self.sessions.get(slot)
+        if state is None:
+            state = self.sessions[slot] = SessionState(self.limits)
+        return state
 
     def ready(self) -> bool:
         return True
 
-    def open(self, client_id: str) -> None:
-        self.client_id = client_id
+    def open(self, slot: str, client_id: str) -> None:
+        self.clients[slot] = client_id
 
-    def subscribe(self, channels: list[Channel]) -> tuple[list[Channel], list[Channel]]:
-        return self.state.subscribe(channels)
+    def subscribe(self, slot: str, channels: list[Channel]) -> tuple[list[Channel], list[Channel]]:
+        return self._session(slot).subscribe(channels)
 
-    def unsubscribe(self, channels: list[Channel]) -> tuple[list[Channel], list[Channel]]:
-        return self.state.unsubscribe(channels)
+    def unsubscribe(
+        self, slot: str, channels: list[Channel]
+    ) -> tuple[list[Channel], list[Channel]]:
+        return self._session(slot).unsubscribe(channels)
 
-    def replace(self, channels: list[Channel]) -> None:
-        self.state.replace(channels)
+    def replace(self, slot: str, channels: list[Channel]) -> None:
+        self._session(slot).replace(channels)
 
-    def channels(self) -> list[Channel]:
-        return self.state.channels()
+    def channels(self, slot: str) -> list[Channel]:
+        state = self.sessions.get(slot)
+        return state.channels() if state is not None else []
 
-    def reset(self) -> None:
-        self.state = SessionState(self.state.limits)
-        self.client_id = None
+    def reset(self, slot: str) -> None:
+        self.sessions.pop(slot, None)
+        self.clients.pop(slot, None)
+
+    def hosted(self) -> int:
+        """Sessions holding channels here (for stats and tests)."""
+        return sum(1 for state in self.sessions.values() if state.channels())
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSlot:
+    """One session inside a SessionActor: what the pool leases and the replica calls. Each call
+    returns the actor call's ObjectRef; calls from one caller keep their order."""
+
+    actor: Any  # ray.actor.ActorHandle of a SessionActor
+    host: str  # the pool's id for that actor
+    slot: str
+
+    def ready(self) -> Any:
+        return self.actor.ready.remote()
+
+    def open(self, client_id: str) -> Any:
+        return self.actor.open.remote(self.slot, client_id)
+
+    def subscribe(self, channels: list[Channel]) -> Any:
+        return self.actor.subscribe.remote(self.slot, channels)
+
+    def unsubscribe(self, channels: list[Channel]) -> Any:
+        return self.actor.unsubscribe.remote(self.slot, channels)
+
+    def replace(self, channels: list[Channel]) -> Any:
+        return self.actor.replace.remote(self.slot, channels)
+
+    def channels(self) -> Any:
+        return self.actor.channels.remote(self.slot)
+
+    def reset(self) -> Any:
+        return self.actor.reset.remote(self.slot)
 
 
 # Restarts (empty) when its process dies; replicas find it again by name (docs/operations.md).
@@ -102,17 +149,19 @@ class SessionPool:
         lease_s: float = 15.0,
         park_s: float = 30.0,
         limits: SessionLimits | None = None,
+        per_actor: int = 1,  # KISRAY_SESSIONS_PER_ACTOR
     ) -> None:
         self.warm = warm
+        self.per_actor = max(1, per_actor)
         self.lease_s = lease_s
         self.park_s = park_s
         self.limits = limits or SessionLimits()
-        self._idle: list[Any] = []
-        self._leased: dict[str, tuple[Any, str, float]] = {}  # id → (actor, replica, expiry)
-        # id → (actor, expiry, channels the replica delivered when the socket closed, if told)
-        self._parked: dict[str, tuple[Any, float, tuple[Channel, ...] | None]] = {}
+        self._idle: list[SessionSlot] = []
+        self._leased: dict[str, tuple[SessionSlot, str, float]] = {}  # id → (slot, replica, expiry)
+        # id → (slot, expiry, channels the replica delivered when the socket closed, if told)
+        self._parked: dict[str, tuple[SessionSlot, float, tuple[Channel, ...] | None]] = {}
         self._released = asyncio.Condition()  # a lease ended: a waiting resume may take it
-        self._idle_ready = asyncio.Condition()  # an actor became idle: a waiting lease may take it
+        self._idle_ready = asyncio.Condition()  # a slot became idle: a waiting lease may take it
         # Sessions released before their lease or replacement was made (the tab left first)
         # → (when, park, channels), so the late actor is parked for a resume or recycled.
         self._gone_early: dict[str, tuple[float, bool, tuple[Channel, ...] | None]] = {}
@@ -120,32 +169,43 @@ class SessionPool:
         # Sessions a resume took from another replica → (that replica, when): its late release
         # or renewal must neither park nor re-adopt what the tab now holds elsewhere.
         self._moved: dict[str, tuple[str, float]] = {}
-        self._starting = 0
+        self._starting = 0  # actors being started
         self._hold_until = 0.0
-        self.started = 0
+        self.started = 0  # actors started
         self.reclaimed = 0
         self.replaced = 0  # dead session actors found and replaced
         self._idle_checked = 0.0
         self._refill: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def _start_one(self, keep: bool = True) -> Any:
-        """Start an actor; `keep` puts it in the idle list, else the caller takes it."""
+    async def _start_one(self, keep: bool = True) -> SessionSlot:
+        """Start an actor with `per_actor` idle slots; unless `keep`, the caller takes one."""
         self._starting += 1
         try:
             # mypy ignores class decorators: ray.remote made SessionActor an ActorClass.
-            actor = SessionActor.remote(self.limits)  # type: ignore[attr-defined]
+            actor = SessionActor.options(  # type: ignore[attr-defined]
+                scheduling_strategy="SPREAD"  # sessions over the cluster's nodes
+            ).remote(self.limits)
             await actor.ready.remote()
             self.started += 1
-            if keep:
-                await self._add_idle(actor)
-            return actor
+            host = uuid.uuid4().hex
+            slots = [SessionSlot(actor, host, uuid.uuid4().hex) for _ in range(self.per_actor)]
+            taken = slots if keep else slots[1:]
+            for slot in taken:
+                await self._add_idle(slot)
+            return slots[0]
         finally:
             self._starting -= 1
 
+    def _idle_or_starting(self) -> int:
+        return len(self._idle) + self._starting * self.per_actor
+
+    def _actors_for(self, slots: int) -> int:
+        return -(-max(0, slots) // self.per_actor)
+
     async def _fill(self) -> None:
-        while len(self._idle) + self._starting < self.warm:
-            need = self.warm - len(self._idle) - self._starting
+        while self._idle_or_starting() < self.warm:
+            need = self._actors_for(self.warm - self._idle_or_starting())
             await asyncio.gather(*(self._start_one() for _ in range(need)))
 
     def _ensure_tasks(self) -> None:
@@ -155,13 +215,12 @@ class SessionPool:
             self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def prewarm(self, burst: int, hold_s: float = 300.0) -> int:
-        """Have exactly `burst` idle actors for an expected rush of tabs, kept for `hold_s`
-        (the steady target stays `warm`); returns how many are idle."""
-        need = burst - len(self._idle) - self._starting
+        """Have `burst` idle slots (exactly, with one session per actor) for an expected rush of
+        tabs, kept for `hold_s` (the steady target stays `warm`); returns how many are idle."""
+        need = self._actors_for(burst - self._idle_or_starting())
         if need > 0:
             await asyncio.gather(*(self._start_one() for _ in range(need)))
-        while len(self._idle) > burst:  # idle actors cost memory and a little CPU each
-            ray.kill(self._idle.pop())
+        self._shrink(burst)  # idle actors cost memory and a little CPU each
         self._hold_until = time.monotonic() + hold_s
         self._ensure_tasks()  # after: the refill must not race the burst it would duplicate
         return len(self._idle)
@@ -182,7 +241,7 @@ class SessionPool:
             session_id = resume
             if kept is None:  # released without its channels: the actor's copy is all we have
                 with contextlib.suppress(RayActorError):
-                    kept = tuple(await actor.channels.remote())
+                    kept = tuple(await actor.channels())
             channels = kept or ()
             if not await self._answers(actor):  # it died while parked
                 self._discard(actor)
@@ -205,13 +264,13 @@ class SessionPool:
     def _lease(
         self,
         session_id: str,
-        actor: Any,
+        actor: SessionSlot,
         replica_id: str,
         client_id: str,
         channels: tuple[Channel, ...],
     ) -> Lease:
         self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
-        actor.open.remote(client_id)  # bookkeeping only: the new tab does not wait for it
+        actor.open(client_id)  # bookkeeping only: the new tab does not wait for it
         self._ensure_tasks()  # refill behind the lease, not in front of it
         return Lease(session_id, actor, channels, self.limits)
 
@@ -223,8 +282,7 @@ class SessionPool:
             return Lease(session_id, current[0], (), self.limits)  # the tab is elsewhere now
         held = self._leased.pop(session_id, None)
         if held is not None:
-            with contextlib.suppress(RayActorError):
-                ray.kill(held[0])  # dead or not, it is no longer this session's
+            self._drop(held[0])  # dead or not, it is no longer this session's
         self.replaced += 1
         async with self._making(session_id):
             actor = await self._fresh_session(tuple(channels))
@@ -247,7 +305,7 @@ class SessionPool:
             async with self._released:
                 self._released.notify_all()
 
-    async def _settle_gone(self, session_id: str, actor: Any) -> bool:
+    async def _settle_gone(self, session_id: str, actor: SessionSlot) -> bool:
         """If the socket closed while its actor was being made: park the actor as its release
         asked (or reset it) and say so."""
         gone = self._gone_early.pop(session_id, None)
@@ -256,60 +314,98 @@ class SessionPool:
         _, park, channels = gone
         if park and channels:  # a fresh actor: it holds what the socket held when it closed
             with contextlib.suppress(RayActorError):
-                await actor.replace.remote(list(channels))
+                await actor.replace(list(channels))
         await self._park_or_recycle(session_id, actor, park, channels)
         return True
 
-    async def _fresh_session(self, channels: tuple[Channel, ...]) -> Any:
-        actor = await self._take_idle()
+    async def _fresh_session(self, channels: tuple[Channel, ...]) -> SessionSlot:
+        slot = await self._take_idle()
         if channels:
-            await actor.replace.remote(list(channels))
-        return actor
+            await slot.replace(list(channels))
+        return slot
 
-    async def _take_idle(self) -> Any:
-        """An idle actor that answers: a dead one (killed, or lost with its node) is dropped.
-        When none is idle, start one, but never more than `warm` at a time: a rush of tabs
-        (many of which leave again) waits for the next one ready instead of queueing an actor
-        start each, which kept a 2-core node busy starting actors long after the rush."""
+    async def _take_idle(self) -> SessionSlot:
+        """An idle slot whose actor answers: a dead one (killed, or lost with its node) is
+        dropped. When none is idle, start an actor, but never more than `warm` sessions' worth
+        at a time: a rush of tabs (many of which leave again) waits for the next one ready
+        instead of queueing an actor start each, which kept a 2-core node busy starting actors
+        long after the rush."""
         while True:
             while self._idle:
-                actor = self._idle.pop()
-                if await self._answers(actor):
-                    return actor
-                self._discard(actor)
-            if self._starting < max(self.warm, 1):
+                slot = self._idle.pop()
+                if await self._answers(slot):
+                    return slot
+                self._discard(slot)
+            if self._starting < max(self._actors_for(self.warm), 1):
                 return await self._start_one(keep=False)
             async with self._idle_ready:
                 await self._idle_ready.wait()
 
-    async def _add_idle(self, actor: Any) -> None:
-        self._idle.append(actor)
+    async def _add_idle(self, slot: SessionSlot) -> None:
+        self._idle.append(slot)
         async with self._idle_ready:
             self._idle_ready.notify()
 
     @staticmethod
-    async def _answers(actor: Any) -> bool:
+    async def _answers(slot: SessionSlot) -> bool:
         try:
-            return await asyncio.wait_for(actor.ready.remote(), PING_TIMEOUT_S)
+            return await asyncio.wait_for(slot.ready(), PING_TIMEOUT_S)
         except (RayActorError, TimeoutError):
             return False
 
     async def _check_idle(self) -> None:
-        """Drop idle actors that died, so the pool refills instead of handing them out."""
-        idle = list(self._idle)  # taken or added while the pings are out: judged next time
-        alive = await asyncio.gather(*(self._answers(a) for a in idle))
-        dead = [a for a, ok in zip(idle, alive, strict=True) if not ok]
-        for actor in dead:
-            with contextlib.suppress(ValueError):
-                self._idle.remove(actor)
-            self._discard(actor)
+        """Drop idle slots whose actor died, so the pool refills instead of handing them out.
+        One ping per actor."""
+        first: dict[str, SessionSlot] = {}
+        for slot in self._idle:  # taken or added while the pings are out: judged next time
+            first.setdefault(slot.host, slot)
+        alive = await asyncio.gather(*(self._answers(s) for s in first.values()))
+        for slot, ok in zip(first.values(), alive, strict=True):
+            if not ok:
+                self._discard(slot)
 
-    def _discard(self, actor: Any) -> None:
-        """Drop an actor that did not answer: killed too, since on a busy machine a live one
-        can miss the ping, and a live actor nobody holds would only cost memory."""
+    def _busy_hosts(self) -> set[str]:
+        """Actors holding a leased or parked session."""
+        held = [slot for slot, _, _ in self._leased.values()]
+        held += [slot for slot, _, _ in self._parked.values()]
+        return {slot.host for slot in held}
+
+    def _discard(self, slot: SessionSlot) -> None:
+        """Drop a slot whose actor did not answer, with that actor's other idle slots; the
+        actor is killed too unless it holds live sessions (on a busy machine a live actor can
+        miss the ping, and a live actor nobody holds would only cost memory)."""
         self.replaced += 1
-        with contextlib.suppress(Exception):
-            ray.kill(actor, no_restart=True)
+        self._idle = [s for s in self._idle if s.host != slot.host]
+        if slot.host not in self._busy_hosts():
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+
+    def _drop(self, slot: SessionSlot) -> None:
+        """A session's slot no longer in use (its actor may be dead): its actor goes when it
+        hosts nothing else; else the slot is cleared and not reused (it may have failed)."""
+        if self.per_actor == 1 or slot.host not in self._busy_hosts():
+            self._idle = [s for s in self._idle if s.host != slot.host]
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+        else:
+            with contextlib.suppress(Exception):
+                slot.reset()
+
+    def _shrink(self, target: int) -> None:
+        """Stop actors whose slots are all idle while more than `target` slots are idle."""
+        if len(self._idle) <= target:
+            return
+        busy = self._busy_hosts()
+        by_host: dict[str, list[SessionSlot]] = {}
+        for slot in self._idle:
+            by_host.setdefault(slot.host, []).append(slot)
+        for host, slots in by_host.items():
+            if host in busy or len(slots) < self.per_actor:
+                continue  # it hosts a session: its idle slots stay for the next tabs
+            if len(self._idle) - len(slots) < target:
+                continue
+            ray.kill(slots[0].actor)
+            self._idle = [s for s in self._idle if s.host != host]
 
     async def _wait_for_release(self, session_id: str, replica_id: str) -> Any:
         """A tab that reconnects at once can be faster than its old socket's release (the server
@@ -328,14 +424,18 @@ class SessionPool:
         return None
 
     async def _hand_over(
-        self, session_id: str, held: tuple[Any, str, float], replica_id: str, client_id: str
+        self,
+        session_id: str,
+        held: tuple[SessionSlot, str, float],
+        replica_id: str,
+        client_id: str,
     ) -> Lease:
         """Move a leased session to the replica the tab resumed on, with its channels."""
         actor, old_replica, _ = held
         self._moved[session_id] = (old_replica, time.monotonic())
         channels: tuple[Channel, ...] = ()
         with contextlib.suppress(RayActorError):
-            channels = tuple(await actor.channels.remote())
+            channels = tuple(await actor.channels())
         if not await self._answers(actor):
             self._discard(actor)
             actor = await self._fresh_session(channels)
@@ -386,7 +486,11 @@ class SessionPool:
         await self._park_or_recycle(session_id, held[0], park, kept)
 
     async def _park_or_recycle(
-        self, session_id: str, actor: Any, park: bool, channels: tuple[Channel, ...] | None
+        self,
+        session_id: str,
+        actor: SessionSlot,
+        park: bool,
+        channels: tuple[Channel, ...] | None,
     ) -> None:
         """A closed socket's actor: parked for a resume (with the channels its replica
         delivered, if told) or reset back into the pool."""
@@ -395,10 +499,10 @@ class SessionPool:
         else:
             await self._recycle(actor)
 
-    async def _recycle(self, actor: Any) -> None:
+    async def _recycle(self, slot: SessionSlot) -> None:
         with contextlib.suppress(RayActorError):
-            await actor.reset.remote()
-            await self._add_idle(actor)
+            await slot.reset()
+            await self._add_idle(slot)
 
     async def sweep(self) -> int:
         now = time.monotonic()
@@ -418,8 +522,8 @@ class SessionPool:
             self._idle_checked = now
             await self._check_idle()
         # Shrink back to the warm size after a burst: extra idle actors only cost memory.
-        while len(self._idle) > self.warm and now >= self._hold_until:
-            ray.kill(self._idle.pop())
+        if now >= self._hold_until:
+            self._shrink(self.warm)
         return len(expired)
 
     async def _sweep_forever(self) -> None:
@@ -437,13 +541,15 @@ class SessionPool:
             "parked": len(self._parked),
             "starting": self._starting,
             "started": self.started,
+            "actors": len({s.host for s in self._idle} | self._busy_hosts()),
+            "sessions_per_actor": self.per_actor,
             "reclaimed": self.reclaimed,
             "replaced": self.replaced,
         }
 
 
-def session_pool(warm: int, **options: object):
+def session_pool(warm: int, per_actor: int, **options: object):
     """The named pool, created on first use (detached: it outlives the replica that made it)."""
     return SessionPool.options(  # type: ignore[attr-defined]  # mypy ignores class decorators
         name=SESSION_POOL, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
-    ).remote(warm, **options)
+    ).remote(warm, per_actor=per_actor, **options)

@@ -159,7 +159,8 @@ _hub_lock = asyncio.Lock()
 
 def replica_session_pool() -> Any:
     """The cluster's session pool, created on first use (or again, after it was killed)."""
-    return session_pool(get_settings().ws_session_pool)
+    settings = get_settings()
+    return session_pool(settings.ws_session_pool, settings.sessions_per_actor)
 
 
 async def replica_hub() -> ReplicaHub:

@@ -154,7 +154,7 @@ class ClientSocket:
             return
         assert self.lease is not None  # _keep_session leases one before it applies any op
         try:
-            await getattr(self.lease.session, op).remote(channels)
+            await getattr(self.lease.session, op)(channels)
         except ray.exceptions.RayActorError as exc:
             gone = type(exc).__name__
             log.warning("session %s: its actor is gone (%s)", self.session_id, gone)

@@ -38,6 +38,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from engine.config import Settings  # noqa: E402  (after the path insert)
+
 SYMBOLS = tuple(f"{n:06d}" for n in range(100, 120))
 RATE = 2000.0  # trades per real second over all symbols
 SPEED = 50.0  # simulated seconds per real second: small frames, often (a smooth feed)
@@ -487,7 +489,7 @@ def ray_pids() -> set[int]:
     return kids | {me.pid}
 
 
-def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
+def run_design(ingress: str, sim_port: int, stall: bool, per_actor: int) -> dict:
     """Loads (a) and (b) against /ws on a fresh local Ray, through the proxy or direct.
 
     "direct" is what `kisray up` runs: the replica's own server on the one port (api/ingress.py).
@@ -525,7 +527,7 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
         time.sleep(2)
         idle_mb = uss_mb(server_processes(pids()))
         idle_kinds = uss_by_kind(server_processes(pids()))
-        pool = session_pool(0, park_s=5.0)  # short parking: (b) reuses (a)'s actors
+        pool = session_pool(0, per_actor, park_s=5.0)  # short parking: (b) reuses (a)'s actors
         ray.get(pool.prewarm.remote(58, hold_s=600))  # 51 clients, 5 new tabs, 2 spares
         # The shipped design runs (a) for 60 s with a client that reads nothing (the issue's
         # slow-consumer case); the comparison design for 12 s.
@@ -541,12 +543,15 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
         )
         clients = 51 if long else 50
         # Pre-warmed actors still idle at READY (those of the new tabs) are not clients: count a
-        # client as one session actor plus its share of everything else's growth.
+        # client as its share of the session actors it needs plus its share of everything
+        # else's growth.
         session_mb = a["uss_kinds"].get("ray::SessionActor", 0.0)
-        per_actor = session_mb / max(1, a["process_counts"].get("ray::SessionActor", 0))
+        actor_mb = session_mb / max(1, a["process_counts"].get("ray::SessionActor", 0))
+        needed = -(-clients // per_actor)
         others = a["uss_mb"] - idle_mb - session_mb
-        a["mb_per_client"] = per_actor + others / clients
-        a["mb_per_session_actor"] = per_actor
+        a["mb_per_client"] = (actor_mb * needed + others) / clients
+        a["mb_per_session_actor"] = actor_mb
+        a["session_actors"] = a["process_counts"].get("ray::SessionActor", 0)
         a["mb_growth_by_kind"] = {
             k: round(v - idle_kinds.get(k, 0.0), 1)
             for k, v in sorted(a["uss_kinds"].items(), key=lambda kv: -kv[1])
@@ -576,14 +581,17 @@ def run_design(ingress: str, sim_port: int, stall: bool) -> dict:
         ray.shutdown()
 
 
-def run_child_design(ingress: str, sim_port: int, stall: bool) -> dict:
+def run_child_design(ingress: str, sim_port: int, stall: bool, per_actor: int) -> dict:
     cmd = [PY, __file__, "--design", ingress, "--sim-port", str(sim_port)]
+    cmd += ["--sessions-per-actor", str(per_actor)]
     cmd += [] if stall else ["--no-stall"]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=900, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main(stall: bool = True, designs: tuple[str, ...] = ("direct", "proxy")) -> None:
+def main(
+    stall: bool = True, designs: tuple[str, ...] = ("direct", "proxy"), per_actor: int = 1
+) -> None:
     sim_port, base_port = free_port(), free_port()
     children: list[subprocess.Popen] = []
 
@@ -595,7 +603,7 @@ def main(stall: bool = True, designs: tuple[str, ...] = ("direct", "proxy")) -> 
     try:
         spawn("--sim", str(sim_port))
         wait_port(sim_port)
-        results = {d: run_child_design(d, sim_port, stall) for d in designs}
+        results = {d: run_child_design(d, sim_port, stall, per_actor) for d in designs}
         base = spawn("--baseline", str(base_port), str(sim_port))
         wait_port(base_port)
         time.sleep(2)
@@ -655,6 +663,7 @@ def main(stall: bool = True, designs: tuple[str, ...] = ("direct", "proxy")) -> 
             f"after it was cut {a['p99_after_cut_ms']:.1f} ms"
         )
     print(f"clients closed during (a)/(b)/(c): {a['closed']} / {b['closed']} / {c['closed']}")
+    print(f"sessions per actor: {per_actor}; session actors during (a): {a['session_actors']}")
     result = {
         "a_p99_ms": round(a["p99_ms"], 1),
         "a_delivered_ratio": round(a["ratio"], 4),
@@ -681,13 +690,21 @@ if __name__ == "__main__":
     parser.add_argument("--design", choices=["proxy", "direct"])
     parser.add_argument("--designs", default="direct,proxy")
     parser.add_argument("--no-stall", action="store_true", help="(a) without the non-reader")
+    parser.add_argument(
+        "--sessions-per-actor",
+        type=int,
+        default=Settings.model_fields["sessions_per_actor"].default,
+    )
     ns = parser.parse_args()
     if ns.sim:
         run_sim(ns.sim)
     elif ns.baseline:
         run_baseline(*ns.baseline)
     elif ns.design:
-        print(json.dumps(run_design(ns.design, ns.sim_port, not ns.no_stall)), flush=True)
+        per_actor = ns.sessions_per_actor
+        print(
+            json.dumps(run_design(ns.design, ns.sim_port, not ns.no_stall, per_actor)), flush=True
+        )
     elif ns.load:
 
         async def load_and_report() -> None:
@@ -696,4 +713,5 @@ if __name__ == "__main__":
 
         asyncio.run(load_and_report())
     else:
-        main(stall=not ns.no_stall, designs=tuple(ns.designs.split(",")))
+        designs = tuple(ns.designs.split(","))
+        main(stall=not ns.no_stall, designs=designs, per_actor=ns.sessions_per_actor)

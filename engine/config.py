@@ -101,7 +101,13 @@ class Settings(BaseSettings):
 
     # Live WebSocket fan-out (docs/fanout.md).
     ws_session_pool: int = Field(
-        default=8, ge=0, le=1000, description="pre-warmed session actors kept idle for new tabs"
+        default=8, ge=0, le=1000, description="pre-warmed sessions kept idle for new tabs"
+    )
+    sessions_per_actor: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="client sessions one session actor hosts (1: an actor per client)",
     )
     ws_window_ms: float = Field(
         default=WS_WINDOW_MS,

@@ -1,4 +1,5 @@
-"""SessionActor limits and SessionPool leases: pre-warmed, renewed, reclaimed, resumed."""
+"""SessionActor limits and slots, and SessionPool leases: pre-warmed, renewed, reclaimed,
+resumed, at one session per actor and at several."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import pytest
 import ray
 
-from actors.session import SessionActor, SessionLimits, SessionPool
+from actors.session import SessionActor, SessionLimits, SessionPool, SessionSlot
 from engine.errors import SubscriptionLimitError
 from engine.live.channels import Channel, channel_names, parse_channels
 from engine.live.ports import LeaseRequest
@@ -28,32 +29,42 @@ def held(channels: list[Channel] | tuple[Channel, ...]) -> list[str]:
 
 
 async def test_session_validates_limits_and_keeps_order(ray_cluster: None) -> None:
-    session = SessionActor.remote(SessionLimits(max_channels=4, max_symbols=2))
-    added, now = await session.subscribe.remote(ch("trade:005930", "book:005930"))
+    actor = SessionActor.remote(SessionLimits(max_channels=4, max_symbols=2))
+    session = SessionSlot(actor, "host", "slot-a")
+    neighbour = SessionSlot(actor, "host", "slot-b")  # another client on the same actor
+    await neighbour.subscribe(ch("trade:000660"))
+    added, now = await session.subscribe(ch("trade:005930", "book:005930"))
     assert held(added) == held(now) == ["trade:005930", "book:005930"]
-    added, now = await session.subscribe.remote(ch("trade:005930", "candle:005930:1m"))
+    added, now = await session.subscribe(ch("trade:005930", "candle:005930:1m"))
     assert held(added) == ["candle:005930:1m"] and len(now) == 3
     for refused in [
         ch("trade:000660", "book:000660"),  # 5 channels > 4
         ch("trade:000660", "trade:035420"),  # 3 symbols > 2
     ]:
         with pytest.raises(ray.exceptions.RayTaskError) as info:
-            await session.subscribe.remote(refused)
+            await session.subscribe(refused)
         assert isinstance(cause(info.value), SubscriptionLimitError)
-    assert len(await session.channels.remote()) == 3  # a refused request changed nothing
+    assert len(await session.channels()) == 3  # a refused request changed nothing
     # Calls from one caller run in order (max_concurrency=1): fire both, then look.
-    session.unsubscribe.remote(ch("trade:005930"))
-    last = session.subscribe.remote(ch("trade:005930"))
+    session.unsubscribe(ch("trade:005930"))
+    last = session.subscribe(ch("trade:005930"))
     assert held((await last)[1])[-1] == "trade:005930"
-    ray.kill(session)
+    assert held(await neighbour.channels()) == ["trade:000660"]  # sessions are apart
+    await neighbour.reset()
+    assert await neighbour.channels() == [] and await actor.hosted.remote() == 1
+    ray.kill(actor)
 
 
-async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
-    pool = SessionPool.remote(warm=2, lease_s=1.0, park_s=5.0)
-    assert await pool.prewarm.remote(2, hold_s=0) == 2
+PER_ACTOR = pytest.mark.parametrize("per_actor", [1, 4])  # the design card's layout, and shared
+
+
+@PER_ACTOR
+async def test_pool_leases_reclaims_and_resumes(ray_cluster: None, per_actor: int) -> None:
+    pool = SessionPool.remote(warm=2, lease_s=1.0, park_s=5.0, per_actor=per_actor)
+    assert await pool.prewarm.remote(2, hold_s=0) == max(2, per_actor)  # whole actors
     lease = await pool.acquire.remote(LeaseRequest("client-1", "replica-a"))
     assert lease.channels == ()
-    await lease.session.subscribe.remote(ch("trade:005930"))
+    await lease.session.subscribe(ch("trade:005930"))
     # Renewed by its replica, the lease survives its period.
     for _ in range(3):
         await asyncio.sleep(0.5)
@@ -69,33 +80,37 @@ async def test_pool_leases_reclaims_and_resumes(ray_cluster: None) -> None:
     assert stats["leased"] == 0 and stats["reclaimed"] == 1
     fresh = await pool.acquire.remote(LeaseRequest("client-2", "replica-b", "no-such-session"))
     assert fresh.session_id != lease.session_id and fresh.channels == ()
-    assert await fresh.session.channels.remote() == []  # whichever actor it is, it was reset
+    assert await fresh.session.channels() == []  # whichever actor it is, it was reset
     ray.kill(pool)
 
 
+@PER_ACTOR
 async def test_a_socket_closed_during_its_replacement_resumes_its_session(
-    ray_cluster: None,
+    ray_cluster: None, per_actor: int
 ) -> None:
     """The pool restarted (or the actor died) and the tab left while its replacement was still
     starting: the release waits for it, and a resume gets the session and its channels."""
-    pool = SessionPool.remote(warm=0, lease_s=10.0, park_s=10.0)
+    pool = SessionPool.remote(warm=0, lease_s=10.0, park_s=10.0, per_actor=per_actor)
     replacing = pool.adopt.remote("tab-1", "replica-a", ch("trade:005930"))
     await pool.release.remote("tab-1", True, tuple(ch("trade:005930", "book:005930")))
     resumed = await pool.acquire.remote(LeaseRequest("client-1b", "replica-a", "tab-1"))
     await replacing
     assert resumed.session_id == "tab-1"
     assert held(resumed.channels) == ["trade:005930", "book:005930"]
-    assert held(await resumed.session.channels.remote()) == ["trade:005930", "book:005930"]
+    assert held(await resumed.session.channels()) == ["trade:005930", "book:005930"]
     ray.kill(pool)
 
 
-async def test_a_resume_on_another_replica_takes_the_session_at_once(ray_cluster: None) -> None:
+@PER_ACTOR
+async def test_a_resume_on_another_replica_takes_the_session_at_once(
+    ray_cluster: None, per_actor: int
+) -> None:
     """The tab's replica died without releasing: a resume on another replica gets the session
     and its channels without waiting for that release, and the old replica's late renewal or
     release neither re-adopts nor parks what the tab now holds."""
-    pool = SessionPool.remote(warm=1, lease_s=10.0, park_s=10.0)
+    pool = SessionPool.remote(warm=1, lease_s=10.0, park_s=10.0, per_actor=per_actor)
     lease = await pool.acquire.remote(LeaseRequest("client-1", "replica-a"))
-    await lease.session.subscribe.remote(ch("trade:005930"))
+    await lease.session.subscribe(ch("trade:005930"))
     started = asyncio.get_running_loop().time()
     moved = await pool.acquire.remote(LeaseRequest("client-1b", "replica-b", lease.session_id))
     assert asyncio.get_running_loop().time() - started < 1.5  # RESUME_WAIT_S is 2 s
@@ -104,5 +119,32 @@ async def test_a_resume_on_another_replica_takes_the_session_at_once(ray_cluster
     await pool.release.remote(lease.session_id, True, tuple(ch("trade:005930")), "replica-a")
     assert await pool.renew.remote("replica-b", [lease.session_id]) == []
     assert (await pool.stats.remote())["leased"] == 1
-    assert held(await moved.session.channels.remote()) == ["trade:005930"]
+    assert held(await moved.session.channels()) == ["trade:005930"]
+    ray.kill(pool)
+
+
+async def test_sessions_share_actors_and_a_lost_actor_loses_only_its_own(ray_cluster: None) -> None:
+    """Four sessions per actor: eight tabs start two actors, not eight; killing one actor
+    leaves the other's sessions alone, and its sessions are adopted onto a live actor."""
+    pool = SessionPool.remote(warm=0, lease_s=10.0, park_s=10.0, per_actor=4)
+    leases = [await pool.acquire.remote(LeaseRequest(f"c{i}", "replica-a")) for i in range(8)]
+    for i, lease in enumerate(leases):
+        await lease.session.subscribe(ch(f"trade:{100000 + i}"))
+    actors = {lease.session.host: lease.session.actor for lease in leases}
+    assert len(actors) == 2 and (await pool.stats.remote())["started"] == 2
+    lost_host, lost = next(iter(actors.items()))
+    ray.kill(lost, no_restart=True)
+    with pytest.raises(ray.exceptions.RayActorError):  # the kill lands after calls in flight
+        for _ in range(50):
+            await lost.ready.remote()
+            await asyncio.sleep(0.1)
+    for i, lease in enumerate(leases):
+        if lease.session.host != lost_host:
+            assert held(await lease.session.channels()) == [f"trade:{100000 + i}"]
+            continue
+        with pytest.raises(ray.exceptions.RayActorError):
+            await lease.session.channels()
+        new = await pool.adopt.remote(lease.session_id, "replica-a", ch(f"trade:{100000 + i}"))
+        assert new.session.host != lost_host
+        assert held(await new.session.channels()) == [f"trade:{100000 + i}"]
     ray.kill(pool)
