@@ -499,6 +499,8 @@ def run_design(ingress: str, sim_port: int, stall: bool, per_actor: int) -> dict
     from api.cli.ray_head import ensure_auth_token, use_local_ray_env
     from api.ingress import direct_ingress_env
 
+    # The replica makes the session pool from its settings, before this driver asks for it.
+    os.environ["KISRAY_SESSIONS_PER_ACTOR"] = str(per_actor)
     # A token of the run's own, as `kisray up` does: nothing read from or written to HOME.
     use_local_ray_env(ensure_auth_token(Path(tempfile.mkdtemp(prefix="bench-ray-"))))
     direct = free_port()

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         default=8, ge=0, le=1000, description="pre-warmed sessions kept idle for new tabs"
     )
     sessions_per_actor: int = Field(
-        default=1,
+        default=50,  # measured: docs/fanout.md "Sessions per actor"
         ge=1,
         le=10_000,
         description="client sessions one session actor hosts (1: an actor per client)",

@@ -144,7 +144,9 @@ async def _first_trade_delays(url: str, tabs: int) -> list[float]:
 def test_up_serves_health_and_seeded_candles_refuses_a_second_instance_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
-    with _kisray_up(tmp_path) as (proc, env, port, sim_port):
+    # One session actor per client, the design card's layout; the rest of the suite runs the
+    # default (several sessions per actor).
+    with _kisray_up(tmp_path, {"KISRAY_SESSIONS_PER_ACTOR": "1"}) as (proc, env, port, sim_port):
         # Ready means ready: tabs that connect the moment /health first says ok get data at once.
         delays = asyncio.run(_first_trade_delays(f"ws://127.0.0.1:{port}/ws", 3))
         assert max(delays) <= 2.0, delays
