@@ -535,6 +535,7 @@ class SessionPool:
                 log.exception("session sweep failed")
 
     async def stats(self) -> dict[str, int]:
+        self._ensure_tasks()  # /health asks at start-up: the pool warms before the first tab
         return {
             "idle": len(self._idle),
             "leased": len(self._leased),
