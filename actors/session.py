@@ -103,7 +103,7 @@ class SessionActor:
         self.clients.pop(slot, None)
 
     def hosted(self) -> int:
-        """Sessions holding channels here (for stats and tests)."""
+        """Sessions holding channels here (tests look at it)."""
         return sum(1 for state in self.sessions.values() if state.channels())
 
 
@@ -370,26 +370,30 @@ class SessionPool:
         held += [slot for slot, _, _ in self._parked.values()]
         return {slot.host for slot in held}
 
+    def _stop_actor(self, slot: SessionSlot) -> None:
+        """Stop a slot's actor (dead or not) and forget its idle slots."""
+        self._idle = [s for s in self._idle if s.host != slot.host]
+        with contextlib.suppress(Exception):
+            ray.kill(slot.actor, no_restart=True)
+
     def _discard(self, slot: SessionSlot) -> None:
         """Drop a slot whose actor did not answer, with that actor's other idle slots; the
-        actor is killed too unless it holds live sessions (on a busy machine a live actor can
+        actor is stopped too unless it holds live sessions (on a busy machine a live actor can
         miss the ping, and a live actor nobody holds would only cost memory)."""
         self.replaced += 1
-        self._idle = [s for s in self._idle if s.host != slot.host]
-        if slot.host not in self._busy_hosts():
-            with contextlib.suppress(Exception):
-                ray.kill(slot.actor, no_restart=True)
+        if slot.host in self._busy_hosts():
+            self._idle = [s for s in self._idle if s.host != slot.host]
+        else:
+            self._stop_actor(slot)
 
     def _drop(self, slot: SessionSlot) -> None:
         """A session's slot no longer in use (its actor may be dead): its actor goes when it
         hosts nothing else; else the slot is cleared and not reused (it may have failed)."""
-        if self.per_actor == 1 or slot.host not in self._busy_hosts():
-            self._idle = [s for s in self._idle if s.host != slot.host]
-            with contextlib.suppress(Exception):
-                ray.kill(slot.actor, no_restart=True)
-        else:
+        if slot.host in self._busy_hosts():
             with contextlib.suppress(Exception):
                 slot.reset()
+        else:
+            self._stop_actor(slot)
 
     def _shrink(self, target: int) -> None:
         """Stop actors whose slots are all idle while more than `target` slots are idle."""
@@ -404,10 +408,11 @@ class SessionPool:
                 continue  # it hosts a session: its idle slots stay for the next tabs
             if len(self._idle) - len(slots) < target:
                 continue
-            ray.kill(slots[0].actor)
-            self._idle = [s for s in self._idle if s.host != host]
+            self._stop_actor(slots[0])
 
-    async def _wait_for_release(self, session_id: str, replica_id: str) -> Any:
+    async def _wait_for_release(
+        self, session_id: str, replica_id: str
+    ) -> tuple[SessionSlot, str, float] | None:
         """A tab that reconnects at once can be faster than its old socket's release (the server
         notices the close a moment later): give that release a moment before starting afresh.
         A session still leased to another replica is returned at once: that replica died or

@@ -190,10 +190,10 @@ class Backfill:
                 yield rows
         day = min(last, self._today - timedelta(days=1))
         hour = CLOSE_HOUR
-        newest: tuple[str, str] | None = None  # (date, time) rows must be older than
+        newest: datetime | None = None  # the bar start rows must be older than
         while day >= first:
             page = await self._kis.past_minutes(symbol, _fmt(day), hour)
-            rows = [r for r in page.rows if newest is None or (_kst_day(r), _kst_time(r)) < newest]
+            rows = [r for r in page.rows if newest is None or r.ts < newest]
             if not rows:
                 if page.rows:
                     break  # the cursor did not move: stop rather than loop
@@ -205,8 +205,7 @@ class Backfill:
             if _kst_time(oldest) <= OPEN_HOUR:
                 day, hour, newest = oldest_day - timedelta(days=1), CLOSE_HOUR, None
             else:
-                stamp = (_kst_day(oldest), _kst_time(oldest))
-                day, hour, newest = oldest_day, stamp[1], stamp
+                day, hour, newest = oldest_day, _kst_time(oldest), oldest.ts
             if not (page.more or page.full):
                 break
 
@@ -214,14 +213,13 @@ class Backfill:
         hour, newest = CLOSE_HOUR, None
         while True:
             page: ChartPage = await self._kis.today_minutes(symbol, hour)
-            rows = [r for r in page.rows if newest is None or _kst_time(r) < newest]
+            rows = [r for r in page.rows if newest is None or r.ts < newest]
             if not rows:
                 return
             yield rows
-            oldest = _kst_time(rows[-1])
-            if oldest <= OPEN_HOUR or not (page.more or page.full):
+            hour, newest = _kst_time(rows[-1]), rows[-1].ts
+            if hour <= OPEN_HOUR or not (page.more or page.full):
                 return
-            hour = newest = oldest
 
 
 async def gap_days(
