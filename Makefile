@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test lint format bench clean compose-tool chromium timescaledb
+.PHONY: run test install install-test lint format bench clean compose-tool chromium timescaledb haproxy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,16 @@ chromium:
 	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } || \
 	echo "note: no chromium; tests/api/test_browser.py will be skipped"
 
+# KISRAY_REPLICAS > 1 puts Debian's haproxy in front of the replicas (api/cli/balancer.py);
+# tests/api/cli/test_replicas.py runs two. Installed only when root with apt; otherwise that
+# test skips and says why.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq haproxy >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }; }; } || \
+	echo "note: no haproxy; tests/api/cli/test_replicas.py will be skipped"
+
 # The TimescaleDB tests start their own throwaway PostgreSQL 15 + TimescaleDB cluster
 # (tests/timescale_server.py). Installed from the TimescaleDB 2.28.3 build in ../shared when root
 # on x86_64 (install.sh adds Debian's postgresql-15 if it is missing; a second run changes
@@ -67,7 +77,7 @@ timescaledb:
 	else echo "note: cannot install TimescaleDB here (needs root, x86_64 and $(TIMESCALEDB_DIR));" \
 	  "the TimescaleDB tests will be skipped unless it is installed"; fi
 
-test: lint compose-tool chromium timescaledb
+test: lint compose-tool chromium timescaledb haproxy
 	$(BIN)/python -m pytest -ra
 
 bench: install-test

@@ -286,8 +286,11 @@ def build_app(args: dict[str, str] | None = None):
     """The Serve application `kisray up` and `serve run api.app:build_app` deploy.
 
     Serve calls an application builder with one argument (the config's `args`); none are used.
+    KISRAY_REPLICAS sets the replicas (a Serve config's `num_replicas` overrides it).
     """
-    return KisrayIngress.bind()  # type: ignore[attr-defined]  # mypy ignores class decorators
+    replicas = get_settings().replicas
+    # mypy ignores class decorators, hence the attr-defined ignore.
+    return KisrayIngress.options(num_replicas=replicas).bind()  # type: ignore[attr-defined]
 
 
 # What `serve build` and deploy/serve_config.yaml import: Serve's config wants an Application.

@@ -103,6 +103,20 @@ class Settings(BaseSettings):
     ws_session_pool: int = Field(
         default=8, ge=0, le=1000, description="pre-warmed sessions kept idle for new tabs"
     )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API replicas; above 1, `kisray up` puts haproxy on KISRAY_PORT in front "
+        "of them",
+    )
+    replica_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="first port of the replicas' own range when KISRAY_REPLICAS > 1 "
+        "(default KISRAY_PORT + 1); the range holds one spare port",
+    )
     sessions_per_actor: int = Field(
         default=50,  # measured: docs/fanout.md "Sessions per actor"
         ge=1,
@@ -248,6 +262,15 @@ class Settings(BaseSettings):
         if self.kis_env == "sim":
             return f"http://127.0.0.1:{self.sim_port}"
         return KIS_DEFAULT_URLS[self.kis_env][1]
+
+    @property
+    def replica_ports(self) -> range:
+        """Where the API replicas listen: KISRAY_PORT itself for one; for more, their own range
+        (one spare port, for a replica restarted before its old port is free) behind haproxy."""
+        if self.replicas == 1:
+            return range(self.port, self.port + 1)
+        first = self.replica_port if self.replica_port is not None else self.port + 1
+        return range(first, first + self.replicas + 1)
 
     @property
     def log_file(self) -> Path:

@@ -128,6 +128,12 @@ def up(
         report = stack.migration
         console.print(f"[bold green]kisray is up[/] (profile {profile.value})")
         console.print(f"  API        {stack.api_url}   (docs {stack.api_url}/docs)")
+        if settings.replicas > 1:
+            ports = settings.replica_ports
+            console.print(
+                f"  replicas   {settings.replicas} behind haproxy (their own ports "
+                f"{ports.start}-{ports.stop - 1})"
+            )
         console.print(f"  health     {stack.api_url}/health")
         console.print(f"  demo       {stack.api_url}/demo   (live chart, trades, order book)")
         mode = report.mode if report else "?"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actors.names import NAMESPACE, SEED_HISTORY, SERVE_APP
+from api.cli.balancer import Balancer, BalancerConfig, find_haproxy
 from engine.config import Settings
 from engine.errors import AlreadyRunningError, ConfigError, KisrayError, StartupError
 from engine.storage.embedded import EmbeddedPostgres
@@ -92,6 +93,7 @@ class Stack:
     _ray_head: RayHead | None = None
     _simulator: SimulatorProcess | None = None
     _serve_started: bool = False
+    _balancer: Balancer | None = None  # haproxy, when KISRAY_REPLICAS > 1
     # Production profile: start the KIS collector (api.cli.collector) after the Serve app.
     with_collector: bool = False
     collector: CollectorStatus | None = None
@@ -107,6 +109,16 @@ class Stack:
         self._lock.acquire()
         try:
             ensure_port_free(self.settings.host, self.settings.port, "KISRAY_PORT")
+            if self.settings.replicas > 1:
+                find_haproxy()  # before anything starts: say at once what is missing
+                ports = self.settings.replica_ports
+                if self.with_simulator and self.settings.sim_port in ports:
+                    raise ConfigError(
+                        f"KISRAY_SIM_PORT {self.settings.sim_port} is inside the replicas' "
+                        f"ports {ports.start}-{ports.stop - 1}: set KISRAY_REPLICA_PORT"
+                    )
+                for port in ports:
+                    ensure_port_free(self.settings.host, port, "KISRAY_REPLICA_PORT's range")
             if self.with_simulator:
                 ensure_port_free("127.0.0.1", self.settings.sim_port, "KISRAY_SIM_PORT")
             self._start_database()
@@ -193,7 +205,8 @@ class Stack:
             )
             head = RayHead(self.settings.log_dir / "ray-head.log", token_path, resources=resources)
             self._ray_head = head
-            head.start({**env_vars, **direct_ingress_env(self.settings.port)})
+            ports = self.settings.replica_ports
+            head.start({**env_vars, **direct_ingress_env(ports.start, len(ports))})
             address = head.address
         try:
             ray.init(
@@ -232,6 +245,19 @@ class Stack:
             serve.start(http_options={"host": self.settings.host, "port": self.settings.port})
         self._serve_started = True
         serve.run(build_app(), name=SERVE_APP, route_prefix="/", blocking=False)
+        if self.settings.replicas > 1 and self._ray_head is not None:
+            self._start_balancer()
+
+    def _start_balancer(self) -> None:
+        workdir = self.settings.data_dir / "haproxy"
+        config = BalancerConfig(
+            self.settings.host,
+            self.settings.port,
+            self.settings.replica_ports,
+            workdir / "503.http",
+        )
+        self._balancer = Balancer(config, workdir, self.settings.log_dir / "haproxy.log")
+        self._balancer.start()
 
     def _start_maintenance(self) -> None:
         with _logged("starting storage maintenance"):
@@ -343,6 +369,10 @@ class Stack:
 
     def stop(self) -> None:
         """Reverse order; every step runs even if an earlier one fails."""
+        if self._balancer is not None:
+            with _logged("stopping haproxy"):
+                self._balancer.stop()
+            self._balancer = None
         if self._serve_started:
             with _logged("stopping Serve"):
                 from ray import serve

@@ -1,0 +1,166 @@
+"""Several Serve replicas behind the one KISRAY_PORT: haproxy in front of direct ingress.
+
+With direct ingress every replica runs its own server on a port of its own (api/ingress.py), so
+more than one replica needs a load balancer in front. `kisray up` runs Debian's haproxy with the
+static configuration below: it listens on KISRAY_PORT and spreads connections over the replicas'
+port range, by fewest connections (a WebSocket is one long connection). A static file means no
+reloads, so an open WebSocket is never cut by one; ports of the range no replica holds stay DOWN.
+
+Why not Serve's own HAProxy mode (RAY_SERVE_ENABLE_HA_PROXY): it rewrites and reloads its
+configuration at every replica change, and each reload force-stops the old process, with its
+open WebSockets, `hard-stop-after` (120 s) later; its plain-text error pages also replace ours.
+Measured behaviour of this setup is in docs/deploy.md "Several replicas".
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from api.cli.child_process import die_with_parent
+from engine.errors import StartupError
+
+logger = logging.getLogger(__name__)
+
+# Replica health: Serve's direct-ingress server answers this itself. Checked every second; two
+# failures (or one refused connection) take a replica out, so a killed one gets no new tabs.
+HEALTH_PATH = "/-/healthz"
+SERVER_CHECKS = (
+    "check inter 1s fastinter 250ms downinter 1s fall 2 rise 1 "
+    "observe layer4 error-limit 1 on-error mark-down"
+)
+# A 503 from haproxy itself (no replica up) in the API's error envelope, not haproxy's HTML.
+UNAVAILABLE_BODY = (
+    '{"error":{"code":"SERVICE_UNAVAILABLE","message":"no API replica is answering; '
+    'retry shortly"}}'
+)
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    host: str  # where clients connect (KISRAY_HOST)
+    port: int  # KISRAY_PORT
+    replica_ports: range  # the replicas' direct-ingress port range
+    errorfile: Path
+
+    def render(self) -> str:
+        servers = "\n".join(
+            f"    server replica{i} 127.0.0.1:{p}" for i, p in enumerate(self.replica_ports, 1)
+        )
+        # No global maxconn: haproxy derives it from the open-files limit it is given.
+        return f"""\
+defaults
+    mode http
+    option http-server-close
+    option forwardfor
+    option redispatch
+    retry-on conn-failure empty-response
+    retries 3
+    timeout connect 2s
+    timeout http-request 10s
+    timeout client 60s
+    timeout server 60s
+    # An upgraded WebSocket is a tunnel: a quiet tab (no subscription) may stay an hour.
+    timeout tunnel 1h
+    errorfile 503 {self.errorfile}
+
+frontend api
+    bind {self.host}:{self.port}
+    default_backend replicas
+
+backend replicas
+    balance leastconn
+    option httpchk GET {HEALTH_PATH}
+    http-check expect status 200
+    default-server {SERVER_CHECKS}
+{servers}
+"""
+
+
+def unavailable_response() -> str:
+    return (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Cache-Control: no-store\r\nConnection: close\r\n"
+        f"Content-Length: {len(UNAVAILABLE_BODY)}\r\n\r\n{UNAVAILABLE_BODY}"
+    )
+
+
+def find_haproxy() -> str:
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise StartupError(
+            "KISRAY_REPLICAS > 1 needs haproxy in front of the replicas, and none is installed "
+            "(Debian: apt-get install haproxy; or run with KISRAY_REPLICAS=1)"
+        )
+    return found
+
+
+class Balancer:
+    """haproxy as a child process of `kisray up`, configured once."""
+
+    def __init__(self, config: BalancerConfig, workdir: Path, log_path: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = find_haproxy()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config.errorfile.write_text(unavailable_response())
+        cfg = self.workdir / "haproxy.cfg"
+        cfg.write_text(self.config.render())
+        check = subprocess.run([binary, "-c", "-q", "-f", str(cfg)], capture_output=True)
+        if check.returncode != 0:
+            raise StartupError(f"haproxy refused {cfg}: {check.stderr.decode()[-500:]}")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            # -db: stay in the foreground, so it is our child and stops with us.
+            self._proc = subprocess.Popen(
+                [binary, "-db", "-f", str(cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise StartupError(f"haproxy exited early; see {self.log_path}")
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex((_connect_host(self.config.host), self.config.port)) == 0:
+                    logger.info(
+                        "haproxy on port %s in front of replica ports %s-%s (pid %s)",
+                        self.config.port,
+                        self.config.replica_ports.start,
+                        self.config.replica_ports.stop - 1,
+                        self._proc.pid,
+                    )
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise StartupError(f"haproxy did not listen on {self.config.port} within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)  # the replicas are gone by now: nothing to finish
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        logger.info("haproxy stopped")
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host

@@ -1,0 +1,126 @@
+"""`kisray up` with KISRAY_REPLICAS=2: two replicas behind haproxy on the one KISRAY_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import websockets
+
+from engine.config import DEFAULT_SYMBOLS
+from tests.api.cli.test_cli_up import _descendants, _kisray_up
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("haproxy", path="/usr/sbin:/usr/bin:/usr/local/sbin") is None,
+        reason="no haproxy (make haproxy installs Debian's when root)",
+    ),
+]
+
+TRADES = [f"trade:{symbol}" for symbol in DEFAULT_SYMBOLS]
+TABS = 8
+RESUME_BOUND_S = 2.0
+
+
+def _replica_of_each_request(port: int, requests: int) -> dict[str, int]:
+    """/ws/stats names the replica that answered; fresh connections each time."""
+    seen: dict[str, int] = {}
+    for _ in range(requests):
+        stats = httpx.get(f"http://127.0.0.1:{port}/ws/stats", timeout=5).json()
+        seen[stats["replica"]] = stats["sockets"]
+    return seen
+
+
+class Tab:
+    def __init__(self, port: int) -> None:
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.session: str | None = None
+        self.ws: websockets.ClientConnection | None = None
+
+    async def open(self, resume: bool = False) -> float:
+        """Connect (resuming the session if asked); seconds until the first trade."""
+        started = time.monotonic()
+        url = f"{self.url}?resume={self.session}" if resume else self.url
+        self.ws = await websockets.connect(url, close_timeout=1)
+        if not resume:
+            await self.ws.send(json.dumps({"op": "subscribe", "channels": TRADES}))
+        async with asyncio.timeout(10):
+            while True:
+                message = json.loads(await self.ws.recv())
+                assert message["type"] != "error", message
+                if message["type"] == "session":
+                    assert not resume or message["id"] == self.session, message
+                    self.session = message["id"]
+                if message["type"] == "subscribed" and resume:
+                    assert sorted(message["channels"]) == sorted(TRADES), message
+                if message["type"] == "trade":
+                    return time.monotonic() - started
+
+    async def closed(self) -> bool:
+        """Whether the server side went away (read until it does, or 10 s)."""
+        assert self.ws is not None
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    await self.ws.recv()
+        except websockets.ConnectionClosed:
+            return True
+        except TimeoutError:
+            return False
+
+
+def _replica_processes(kisray_pid: int) -> list[psutil.Process]:
+    return [
+        p
+        for p in _descendants(kisray_pid)
+        if "ServeReplica:kisray:KisrayIngress" in " ".join(p.cmdline())
+    ]
+
+
+def test_two_replicas_share_the_url_and_a_killed_replicas_tabs_resume_on_the_other(
+    tmp_path: Path,
+) -> None:
+    with _kisray_up(tmp_path, {"KISRAY_REPLICAS": "2"}) as (proc, _env, port, _sim_port):
+        assert len(_replica_processes(proc.pid)) == 2
+        # New connections go to the replica with fewer: both answer on the one port.
+        assert len(_replica_of_each_request(port, 6)) == 2
+
+        async def scenario() -> tuple[list[float], list[float], dict[str, int]]:
+            tabs = [Tab(port) for _ in range(TABS)]
+            firsts = [await tab.open() for tab in tabs]  # one by one: leastconn alternates
+            spread = _replica_of_each_request(port, 6)
+            victim = _replica_processes(proc.pid)[0]
+            victim.send_signal(signal.SIGKILL)
+            ended = await asyncio.gather(*(tab.closed() for tab in tabs))
+            cut = [tab for tab, gone in zip(tabs, ended, strict=True) if gone]
+            assert 0 < len(cut) < TABS, f"tabs cut: {len(cut)} of {TABS}, spread {spread}"
+            # A cut tab resumes at once through the same URL: haproxy must not send it to
+            # the dead replica, and the session must come back with its channels.
+            resumed = [await tab.open(resume=True) for tab in cut]
+            for tab in tabs:
+                assert tab.ws is not None
+                await tab.ws.close()
+            return firsts, resumed, spread
+
+        firsts, resumed, spread = asyncio.run(scenario())
+        print(f"first trade {firsts}; resumed {resumed}; spread {spread}")
+        assert sorted(spread.values()) == [TABS // 2, TABS // 2], spread
+        assert max(firsts) < 5, firsts
+        assert max(resumed) < RESUME_BOUND_S, resumed
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert health.status_code in (200, 503)  # answered through haproxy either way
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not [
+            p
+            for p in psutil.process_iter(["name"])
+            if p.info["name"] == "haproxy" and str(tmp_path) in " ".join(p.cmdline())
+        ]
