@@ -27,6 +27,7 @@ from api.hub import ReplicaHub, replica_hub
 from api.metrics import WS_CLIENT_MESSAGES
 from api.security import bearer_token, token_matches
 from engine.config import get_settings
+from engine.domain.symbols import is_symbol
 from engine.errors import BadRequestError, KisrayError, NoDataFoundError, UnauthorizedError
 from engine.live.channels import Channel, channel_names, encode, parse_channels
 from engine.live.fanout import Outbox
@@ -84,12 +85,15 @@ class ClientSocket:
         session_id: str,
         lease: Lease | None,
         batch: bool = False,
+        last_trades: dict[str, int] | None = None,
     ) -> None:
         self.ws = websocket
         self.batch = batch  # one JSON array per window instead of one frame per message
         self.hub = hub
         self.session_id = session_id
         self.lease = lease  # None until the pool answers: leased in the background
+        self.last_trades = last_trades  # a resumed tab's last cum_volume per symbol
+        self.after_session: str | None = None  # an error about the URL, told after `session`
         self.state = SessionState(lease.limits if lease is not None else SessionLimits())
         self.outbox = Outbox(session_id)
         self._to_actor: asyncio.Queue[tuple[str, list[Channel]]] = asyncio.Queue()
@@ -98,6 +102,8 @@ class ClientSocket:
     async def run(self) -> None:
         self.hub.attach(self.outbox, self.session_id)
         self.outbox.offer(None, encode({"type": "session", "id": self.session_id}))
+        if self.after_session is not None:
+            self.outbox.offer(None, self.after_session)
         if self.lease is not None and self.lease.channels:
             await self._subscribe(list(self.lease.channels), resumed=True)
         reader = asyncio.create_task(self._read())
@@ -262,7 +268,7 @@ class ClientSocket:
             self.outbox.offer(None, ack)
             return
         try:
-            await self.hub.subscribe(self.outbox, added, ack)
+            await self.hub.subscribe(self.outbox, added, ack, self.last_trades if resumed else None)
         except Exception:
             self.state.unsubscribe(added)  # keep the session truthful
             raise
@@ -311,7 +317,15 @@ async def serve_socket(websocket: WebSocket) -> None:
         return
     batch = websocket.query_params.get("batch", "") in ("1", "true")
     session_id = lease.session_id if lease is not None else uuid.uuid4().hex
-    client = ClientSocket(websocket, hub, session_id, lease, batch)
+    last_trades: dict[str, int] | None = None
+    bad_last: str | None = None
+    if resume:
+        try:
+            last_trades = parse_last_trades(websocket.query_params.get("last", ""))
+        except BadRequestError as exc:  # the resume goes on, without the missed trades
+            bad_last = error_message(exc.code, exc.message)
+    client = ClientSocket(websocket, hub, session_id, lease, batch, last_trades)
+    client.after_session = bad_last
     try:
         await client.run()
     finally:
@@ -321,6 +335,20 @@ async def serve_socket(websocket: WebSocket) -> None:
             )
         with contextlib.suppress(Exception):
             await websocket.close()
+
+
+def parse_last_trades(text: str) -> dict[str, int]:
+    """`last=005930:1234567,000660:89012`: a resuming tab's last trade (its cum_volume) of each
+    symbol; the trades after it are sent first, or a gap marker (docs/websocket.md)."""
+    last: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        symbol, _, volume = part.partition(":")
+        if not is_symbol(symbol) or not volume.isdigit():
+            raise BadRequestError(
+                f"last={part!r}: expected SYMBOL:CUM_VOLUME pairs separated by commas"
+            )
+        last[symbol] = int(volume)
+    return last
 
 
 def demo_page() -> str:

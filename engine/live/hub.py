@@ -45,16 +45,20 @@ from typing import Generic, TypeVar
 from engine.config import WS_FRAME_BUDGET, WS_WINDOW_MS
 from engine.domain.bars import LiveBar, MinuteBar
 from engine.errors import UnknownConsumerError
+from engine.kis import tr
 from engine.kis.delivery import Batch
+from engine.kis.records import Trade
 from engine.kis.registry import Registration
 from engine.live.channels import (
     CANDLE,
     MINUTE_INTERVAL,
+    TRADE,
     Channel,
     WindowCoalescer,
     candle_message,
     encode,
     newer_bar,
+    trade_data,
 )
 from engine.live.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
 from engine.live.ports import (
@@ -68,6 +72,7 @@ from engine.live.ports import (
     UpstreamLostError,
     UpstreamRestartingError,
 )
+from engine.live.recent import CatchUp, RecentTrades
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,9 @@ SPARE_LEASES = 2  # sessions a replica leases ahead of its next sockets
 FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
 RECORDER_RECHECK_S = 5.0
 RECORDER_CALL_TIMEOUT_S = 2.0
+# A resumed tab that saw trades this replica has not had yet waits this long for them; then it
+# gets a gap marker and the live stream.
+CATCH_UP_WAIT_S = 2.0
 RECOVER_RETRY_S = 0.2  # how often a hub asks a restarting socket actor again
 POOL_WAIT_S = 10.0  # how long a pool call waits for a lost pool to come back
 POOL_RETRY_S = 0.05
@@ -110,6 +118,10 @@ class Hub(Generic[LeaseT]):
         self.frame_budget = frame_budget  # frames per second, all sockets together
         self.index = FanoutIndex()
         self.window = WindowCoalescer()
+        self.recent = RecentTrades()  # for tabs that resume here (engine.live.recent)
+        # Resumed tabs' trade channels waiting for this replica to catch up with them:
+        # (outbox, channel) → (the tab's last cum_volume, give up at).
+        self._catching_up: dict[tuple[Outbox, Channel], tuple[int, float]] = {}
         self.sessions: dict[Outbox, str] = {}
         # Leased sessions of open sockets → what to call if the pool no longer holds one.
         self._watched: dict[str, Callable[[], None]] = {}
@@ -171,7 +183,7 @@ class Hub(Generic[LeaseT]):
             outbox.offer(None, encode({"type": "status", "upstream": self.upstream_status}))
 
     async def detach(self, outbox: Outbox) -> None:
-        channels = self.index.channels_of(outbox)
+        channels = [*self.index.channels_of(outbox), *self._stop_catching_up(outbox)]
         self.index.remove(outbox)
         self.sessions.pop(outbox, None)
         self.closed_high_water = max(self.closed_high_water, outbox.high_water_bytes)
@@ -180,15 +192,22 @@ class Hub(Generic[LeaseT]):
         await self._release([c.registration for c in channels])
 
     async def subscribe(
-        self, outbox: Outbox, channels: list[Channel], ack: str | None = None
+        self,
+        outbox: Outbox,
+        channels: list[Channel],
+        ack: str | None = None,
+        after: dict[str, int] | None = None,
     ) -> None:
         """Start delivering `channels` to the socket. `ack` (the client's `subscribed` message)
-        goes out once the upstream took the channels and before any of their data."""
+        goes out once the upstream took the channels and before any of their data. `after`
+        (a resumed tab's last cum_volume per symbol): its trade channels first get the trades
+        it missed, or a gap marker (engine.live.recent)."""
         candles = [c for c in channels if c.kind == CANDLE]
         if candles:
             await self._refresh_current_bars(candles)
         async with self._lock:
-            regs = [c.registration for c in channels if c not in self.index.channels_of(outbox)]
+            mine = {*self.index.channels_of(outbox), *self._held_by(outbox)}
+            regs = [c.registration for c in channels if c not in mine]
             new = [r for r in dict.fromkeys(regs) if self._regs[r] == 0]
             if new:
                 await self._subscribe_upstream(new)  # may raise the limit
@@ -197,9 +216,43 @@ class Hub(Generic[LeaseT]):
             if ack is not None:
                 outbox.offer(None, ack)
             self._offer_current_bars(outbox, candles)
-            self.index.subscribe(outbox, channels)
+            live = channels
+            if after:
+                deadline = time.monotonic() + CATCH_UP_WAIT_S
+                for channel in channels:
+                    if channel.kind == TRADE and channel.symbol in after:
+                        self._catching_up[(outbox, channel)] = (after[channel.symbol], deadline)
+                live = [c for c in channels if (outbox, c) not in self._catching_up]
+                self._catch_up()
+            self.index.subscribe(outbox, live)
         if candles:
             self._note_candle_demand()
+
+    def _catch_up(self) -> None:
+        """Send waiting resumed tabs what they missed, then let them join the live stream. Runs
+        right after a window was published (or at the subscription): what `recent` holds is
+        exactly what the stream has sent, so nothing is sent twice or skipped."""
+        now = time.monotonic()
+        for key, (last, deadline) in list(self._catching_up.items()):
+            outbox, channel = key
+            state, trades = self.recent.after(channel.symbol, last)
+            if state is CatchUp.WAIT and now < deadline:
+                continue
+            if state is not CatchUp.REPLAY:
+                outbox.offer(None, gap_message(channel.symbol, last))
+            if trades:
+                outbox.offer(channel, replay_message(channel.symbol, trades))
+            del self._catching_up[key]
+            self.index.subscribe(outbox, [channel])
+
+    def _held_by(self, outbox: Outbox) -> list[Channel]:
+        return [c for (o, c) in self._catching_up if o is outbox]
+
+    def _stop_catching_up(self, outbox: Outbox, only: list[Channel] | None = None) -> list[Channel]:
+        held = [c for c in self._held_by(outbox) if only is None or c in only]
+        for channel in held:
+            del self._catching_up[(outbox, channel)]
+        return held
 
     async def _subscribe_upstream(self, new: list[Registration]) -> None:
         """Subscribe upstream; if the socket actor was replaced or forgot us since the last pull,
@@ -220,6 +273,7 @@ class Hub(Generic[LeaseT]):
         held = self.index.channels_of(outbox)
         mine = [c for c in channels if c in held]
         self.index.unsubscribe(outbox, mine)
+        mine += self._stop_catching_up(outbox, channels)
         self._note_candle_demand()
         await self._release([c.registration for c in mine])
 
@@ -232,6 +286,8 @@ class Hub(Generic[LeaseT]):
                     del self._regs[reg]
                     gone.append(reg)
             if gone:
+                # Trades of a symbol no longer received would leave a hole in `recent`.
+                self.recent.forget(r.tr_key for r in gone if r.tr_id == tr.TRADE)
                 await self.upstream.unsubscribe(self.consumer_id, gone)
 
     # -- the data plane -----------------------------------------------------------------------
@@ -274,8 +330,11 @@ class Hub(Generic[LeaseT]):
             self.upstream_status = status
             self.index.broadcast(encode({"type": "status", "upstream": status}))
         self.window.add(batch.records)
+        self.recent.add(batch.records)
         messages = self.window.drain(self.index.wanted())
         self.deliveries += self.index.publish(messages)
+        if self._catching_up:
+            self._catch_up()
         self.batches += 1
         self.records += len(batch.records)
         self._last_cost = time.monotonic() - t0
@@ -596,3 +655,21 @@ class Hub(Generic[LeaseT]):
             "slow_consumers": self.slow_consumers,
             "spare_leases": len(self.spare_leases),
         }
+
+
+def replay_message(symbol: str, trades: list[Trade]) -> str:
+    """Trades a resumed tab missed: a trade message, marked as a replay."""
+    data = [trade_data(t) for t in trades]
+    return encode({"type": TRADE, "symbol": symbol, "data": data, "replayed": True})
+
+
+def gap_message(symbol: str, last: int) -> str:
+    return encode(
+        {
+            "type": "gap",
+            "symbol": symbol,
+            "after_cum_volume": last,
+            "message": f"trades of {symbol} after this one may be missing: fetch "
+            f"/candles/{symbol} to fill the chart",
+        }
+    )

@@ -143,6 +143,16 @@ def trades(volume: int) -> Batch:
     return Batch("hub", 1, (t,), (), 0)
 
 
+def run(first_cum: int, count: int, symbol: str = "005930") -> list[Trade]:
+    """`count` consecutive trades of one share each, after the one with cum_volume first_cum."""
+    (proto,) = trades(1).records
+    assert isinstance(proto, Trade)
+    return [
+        proto._replace(symbol=symbol, volume=1, cum_volume=first_cum + i)
+        for i in range(1, count + 1)
+    ]
+
+
 async def until(condition: Callable[[], object]) -> None:
     for _ in range(300):
         if condition():
@@ -282,5 +292,88 @@ async def test_a_subscription_after_the_socket_actor_forgot_the_hub_still_succee
             ("subscribe", TRADE_A.registration),
         ]
         assert [m["type"] for m in await messages(box, 1)] == ["subscribed"]
+    finally:
+        await hub.stop()
+
+
+def cum_volumes(got: list[dict[str, object]]) -> list[int]:
+    return [t["cum_volume"] for m in got if m["type"] == "trade" for t in m["data"]]  # type: ignore[attr-defined, index]
+
+
+async def resumed_hub() -> tuple[Hub[FakeLease], FakeUpstream, Outbox]:
+    """A hub already streaming 005930 to another tab, as the replica a tab resumes on is."""
+    upstream = FakeUpstream()
+    hub: Hub[FakeLease] = Hub(upstream, None, FakeBars({}), window_s=0.01)
+    await hub.start()
+    other = Outbox("other")
+    hub.attach(other, "s-other")
+    await hub.subscribe(other, [TRADE_A])
+    await upstream.batches.put(Batch("hub", 1, tuple(run(100, 10)), (), 0))  # cum 101 … 110
+    assert cum_volumes(await messages(other, 1)) == list(range(101, 111))
+    return hub, upstream, other
+
+
+async def test_a_resumed_tab_gets_the_trades_it_missed_then_the_stream_without_repeats() -> None:
+    hub, upstream, _ = await resumed_hub()
+    try:
+        box = Outbox("tab")
+        hub.attach(box, "s-tab")
+        await hub.subscribe(box, [TRADE_A], ACK, after={"005930": 104})
+        await upstream.batches.put(Batch("hub", 2, tuple(run(110, 3)), (), 0))
+        got = await messages(box, 3)
+        assert [m["type"] for m in got] == ["subscribed", "trade", "trade"]
+        assert got[1]["replayed"] is True
+        assert cum_volumes(got) == list(range(105, 114))
+    finally:
+        await hub.stop()
+
+
+async def test_a_resumed_tab_ahead_of_this_replica_waits_for_it_to_catch_up() -> None:
+    hub, upstream, _ = await resumed_hub()
+    try:
+        box = Outbox("tab")
+        hub.attach(box, "s-tab")
+        # The dead replica had sent it up to 112: this one has only reached 110.
+        await hub.subscribe(box, [TRADE_A], ACK, after={"005930": 112})
+        await upstream.batches.put(Batch("hub", 2, tuple(run(110, 5)), (), 0))  # 111 … 115
+        await upstream.batches.put(Batch("hub", 3, tuple(run(115, 1)), (), 0))
+        got = await messages(box, 3)
+        assert [m["type"] for m in got] == ["subscribed", "trade", "trade"]
+        assert cum_volumes(got) == [113, 114, 115, 116]
+    finally:
+        await hub.stop()
+
+
+async def test_a_gap_marker_when_the_missed_trades_are_not_here() -> None:
+    hub, _upstream, _ = await resumed_hub()
+    try:
+        box = Outbox("tab")
+        hub.attach(box, "s-tab")
+        await hub.subscribe(box, [TRADE_A], ACK, after={"005930": 50})
+        got = await messages(box, 3)
+        assert [m["type"] for m in got] == ["subscribed", "gap", "trade"]
+        assert got[1]["symbol"] == "005930" and got[1]["after_cum_volume"] == 50
+        assert cum_volumes(got) == list(range(101, 111))  # what this replica has, after it
+    finally:
+        await hub.stop()
+
+
+async def test_a_tab_that_never_catches_up_gets_a_gap_marker_and_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "CATCH_UP_WAIT_S", 0.05)
+    hub, upstream, _ = await resumed_hub()
+    try:
+        box = Outbox("tab")
+        hub.attach(box, "s-tab")
+        await hub.subscribe(box, [TRADE_A], ACK, after={"005930": 999})  # e.g. another day
+        await asyncio.sleep(0.1)
+        await upstream.batches.put(Batch("hub", 2, tuple(run(110, 1)), (), 0))
+        await upstream.batches.put(Batch("hub", 3, tuple(run(111, 1)), (), 0))
+        got = await messages(box, 3)
+        assert [m["type"] for m in got] == ["subscribed", "gap", "trade"]
+        assert cum_volumes(got) == [112]  # 111 came before it gave up waiting: not repeated
+        await hub.unsubscribe(box, [TRADE_A])
+        assert ("unsubscribe", TRADE_A.registration) not in upstream.calls  # the other holds it
     finally:
         await hub.stop()

@@ -1,0 +1,43 @@
+"""What a resumed tab is sent of the trades it missed (engine.live.recent)."""
+
+from __future__ import annotations
+
+from engine.live.recent import CatchUp, RecentTrades
+from tests.engine.live.test_hub import run
+
+
+def test_the_trades_after_the_last_one_seen_when_all_are_held() -> None:
+    recent = RecentTrades()
+    recent.add(run(100, 10))  # cum 101 … 110
+    state, missed = recent.after("005930", 104)
+    assert state is CatchUp.REPLAY
+    assert [t.cum_volume for t in missed] == [105, 106, 107, 108, 109, 110]
+    # The oldest held trade directly follows the tab's last one: still complete.
+    assert recent.after("005930", 100) == (CatchUp.REPLAY, run(100, 10))
+    assert recent.after("005930", 110) == (CatchUp.REPLAY, [])
+
+
+def test_a_gap_when_the_first_missed_trade_is_gone() -> None:
+    recent = RecentTrades(per_symbol=4)
+    recent.add(run(100, 10))  # only 107 … 110 are held
+    state, missed = recent.after("005930", 104)
+    assert state is CatchUp.GAP
+    assert [t.cum_volume for t in missed] == [107, 108, 109, 110]
+    assert recent.after("005930", 105)[0] is CatchUp.GAP
+    assert recent.after("005930", 106)[0] is CatchUp.REPLAY
+
+
+def test_wait_while_the_tab_is_ahead_or_nothing_is_held() -> None:
+    recent = RecentTrades()
+    assert recent.after("005930", 5) == (CatchUp.WAIT, [])
+    recent.add(run(100, 3))
+    assert recent.after("005930", 120) == (CatchUp.WAIT, [])
+    assert recent.after("000660", 1) == (CatchUp.WAIT, [])  # another symbol: nothing held
+
+
+def test_a_forgotten_symbol_holds_nothing() -> None:
+    recent = RecentTrades()
+    recent.add(run(100, 3) + run(50, 2, symbol="000660"))
+    recent.forget(["005930"])
+    assert recent.after("005930", 100) == (CatchUp.WAIT, [])
+    assert recent.after("000660", 50)[0] is CatchUp.REPLAY
