@@ -118,6 +118,8 @@ class Hub(Generic[LeaseT]):
         self.frame_budget = frame_budget  # frames per second, all sockets together
         self.index = FanoutIndex()
         self.window = WindowCoalescer()
+        self._lookup: asyncio.Future[bool] | None = None  # a recorder lookup under way
+        self._looked_at = float("-inf")  # when the last one ended
         self.recent = RecentTrades()  # for tabs that resume here (engine.live.recent)
         # Resumed tabs' trade channels waiting for this replica to catch up with them:
         # (outbox, channel) → (the tab's last cum_volume, give up at).
@@ -351,7 +353,18 @@ class Hub(Generic[LeaseT]):
             self._candles_wanted.clear()
 
     async def _look_for_recorder(self) -> bool:
-        """Find the recorder (True) or switch to trade-built candles (False, logged once)."""
+        """Find the recorder (True) or switch to trade-built candles (False, logged once). One
+        lookup at a time (a GCS round trip, on a thread): callers meanwhile share its answer."""
+        if self._lookup is None:
+            self._lookup = asyncio.ensure_future(self._locate_recorder())
+            self._lookup.add_done_callback(self._lookup_done)
+        return await asyncio.shield(self._lookup)
+
+    def _lookup_done(self, _: asyncio.Future[bool]) -> None:
+        self._lookup = None
+        self._looked_at = time.monotonic()
+
+    async def _locate_recorder(self) -> bool:
         try:
             await self.bars.locate()
         except Exception as exc:  # ValueError: no such actor; anything else: cannot tell
@@ -384,7 +397,11 @@ class Hub(Generic[LeaseT]):
         long-poll stops, so that one may be minutes old. The recorder's `forming_bars()` counts
         every trade it has, so it is never older than what `/candles` served a moment before
         (the candle service gets the bar at the recorder's flush)."""
-        if self.candle_source != "recorder":  # not looked yet, or it may have started since
+        # Not looked yet, or it may have started since: but a storm of new tabs (or resumes)
+        # must not each ask the GCS while it is known missing; `_candles` looks every
+        # RECORDER_RECHECK_S anyway.
+        recently = time.monotonic() - self._looked_at < RECORDER_RECHECK_S
+        if self.candle_source == "unknown" or (self.candle_source != "recorder" and not recently):
             await self._look_for_recorder()
         if self.candle_source == "recorder":
             try:

@@ -377,3 +377,28 @@ async def test_a_tab_that_never_catches_up_gets_a_gap_marker_and_the_stream(
         assert ("unsubscribe", TRADE_A.registration) not in upstream.calls  # the other holds it
     finally:
         await hub.stop()
+
+
+class NoRecorder(FakeBars):
+    """No recorder in the cluster: each lookup takes a GCS round trip and fails."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.lookups = 0
+
+    async def locate(self) -> None:
+        self.lookups += 1
+        await asyncio.sleep(0.05)
+        raise ValueError("no recorder")
+
+
+async def test_a_storm_of_candle_subscriptions_looks_for_a_missing_recorder_once() -> None:
+    bars = NoRecorder()
+    hub = Hub(FakeUpstream(), None, bars, window_s=0.01)
+    boxes = [Outbox(f"tab{n}") for n in range(20)]
+    for n, box in enumerate(boxes):
+        hub.attach(box, f"s{n}")
+    await asyncio.gather(*(hub.subscribe(box, [CANDLE_A]) for box in boxes))
+    await hub.subscribe(Outbox("late"), [CANDLE_A])  # within RECORDER_RECHECK_S of the lookup
+    assert bars.lookups == 1
+    assert hub.stats()["candle_source"] == "trades"
