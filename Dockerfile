@@ -14,6 +14,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     KISRAY_DATA_DIR=/var/lib/kisray \
     KISRAY_LOG_DIR=/var/log/kisray
 
+# haproxy: in front of the API replicas when KISRAY_REPLICAS > 1 (api/cli/balancer.py).
+RUN apt-get update && apt-get install -y --no-install-recommends haproxy \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN useradd --create-home --uid 1000 kisray \
     && mkdir -p /var/lib/kisray /var/log/kisray /app \
     && chown kisray:kisray /var/lib/kisray /var/log/kisray

@@ -158,5 +158,9 @@ def _set_reuse_addr(sock: socket.socket) -> bool:
 
 
 if __name__ == "__main__":  # `export $(python -m api.ingress 8000)` before `ray start --head`
-    for key, value in direct_ingress_env(int(sys.argv[1])).items():
+    from engine.config import Settings
+
+    # KISRAY_REPLICAS > 1 (from the environment): the replicas' own range behind haproxy.
+    ports = Settings(port=int(sys.argv[1])).replica_ports
+    for key, value in direct_ingress_env(ports.start, len(ports)).items():
         print(f"{key}={value}")

@@ -245,8 +245,8 @@ class Stack:
             serve.start(http_options={"host": self.settings.host, "port": self.settings.port})
         self._serve_started = True
         serve.run(build_app(), name=SERVE_APP, route_prefix="/", blocking=False)
-        if self.settings.replicas > 1 and self._ray_head is not None:
-            self._start_balancer()
+        if self.settings.replicas > 1 and (self._ray_head is not None or serves_directly()):
+            self._start_balancer()  # in front of this node's replicas
 
     def _start_balancer(self) -> None:
         workdir = self.settings.data_dir / "haproxy"

@@ -5,7 +5,8 @@
 set -eu
 
 # Direct ingress: the Serve replica itself answers on the API port (api/ingress.py); kisray up
-# sees the same environment and moves Serve's proxy out of the way.
+# sees the same environment and moves Serve's proxy out of the way. With KISRAY_REPLICAS > 1 the
+# replicas get their own port range and kisray up puts haproxy on the API port.
 export $(python -m api.ingress "${KISRAY_PORT:-8000}")
 
 ray start --head --block --port=6379 --dashboard-host=0.0.0.0 --disable-usage-stats \
