@@ -63,8 +63,11 @@ install_plain_parameters(app)  # after the error envelope: wraps its openapi()
 install_middleware(app)  # request id, metrics, CORS, token and body limit
 install_ws_routes(app)  # WS /ws and GET /demo
 
-# Every open WebSocket holds one ongoing request; the default of 5 would hang the sixth tab.
-MAX_ONGOING_REQUESTS = 1000
+# Every open WebSocket holds one ongoing request; the default of 5 would hang the sixth tab, and
+# at the old 1,000 the 1,001st tab (or a health check) waited for one to close (bench_scale's
+# connect storm: 1 % of 1,000 tabs never got a trade). The hub's adaptive window and the
+# per-socket outbox bound are the overload controls, not this cap.
+MAX_ONGOING_REQUESTS = 20_000
 # Serve notices a dead replica only when its next health check fails: at the default 10 s (±10 %)
 # a killed replica stayed down up to ~15 s with its replacement's ~4 s start (7-9 s measured).
 # The check is one cheap actor call.
@@ -289,7 +292,9 @@ def build_app(args: dict[str, str] | None = None):
     KISRAY_REPLICAS sets the replicas (a Serve config's `num_replicas` overrides it).
     """
     replicas = get_settings().replicas
-    # mypy ignores class decorators, hence the attr-defined ignore.
+    # mypy ignores class decorators, hence the attr-defined ignores.
+    if replicas == 1:  # as declared: `serve build` then writes the config it always did
+        return KisrayIngress.bind()  # type: ignore[attr-defined]
     return KisrayIngress.options(num_replicas=replicas).bind()  # type: ignore[attr-defined]
 
 

@@ -81,6 +81,8 @@ class Tab(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.closed_with: str | None = None
         self.session_id: str | None = None
+        self.session_at: float | None = None  # when the `session` message came
+        self.subscribed_at: float | None = None  # when the first `subscribed` came
         self.last: dict[str, int] = {}  # symbol → cum_volume of the last trade received
         self.gaps = 0  # gap markers: trades the server could not replay after a resume
         self._fragments: list[bytes] = []
@@ -173,7 +175,10 @@ class Tab(asyncio.Protocol):
                 self.transport.close()
 
     def on_text(self, text: str, now: float) -> None:
+        if self.subscribed_at is None and '"type":"subscribed"' in text:
+            self.subscribed_at = now
         if self.session_id is None and '"type":"session"' in text:
+            self.session_at = now
             i = text.find('"id":"') + 6
             self.session_id = text[i : i + 32]
         for part in text.split(TRADE_HEAD)[1:]:
@@ -225,6 +230,18 @@ class Tap:
                     self.position[(t.symbol, t.cum_volume)] = len(seq)
                     seq.append((t.cum_volume, now))
 
+    def dump(self) -> dict[str, list[tuple[int, float]]]:
+        return {symbol: list(seq) for symbol, seq in self.order.items()}
+
+    @classmethod
+    def from_dump(cls, order: dict[str, list[list[float]]]) -> Tap:
+        tap = cls(0, "")
+        for symbol, seq in order.items():
+            tap.order[symbol] = [(int(cum), at) for cum, at in seq]
+            for i, (cum, _) in enumerate(tap.order[symbol]):
+                tap.position[(symbol, cum)] = i
+        return tap
+
     def window(self, symbol: str, t0: float, t1: float) -> range:
         """Positions of the trades of `symbol` that arrived in [t0, t1)."""
         seq = self.order[symbol]
@@ -233,7 +250,44 @@ class Tap:
         return range(first, last + 1)
 
 
-def score(tabs: list[Tab], tap: Tap, t0: float, t1: float) -> dict:
+class TapProcess:
+    """The one tap of a measurement, in a process of its own (not a server, not a tab)."""
+
+    def __init__(self, sim_port: int) -> None:
+        self.proc = subprocess.Popen(
+            [PY, __file__, "--tap", "--sim-port", str(sim_port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "READY"
+
+    def read(self) -> Tap:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("dump\n")
+        self.proc.stdin.flush()
+        return Tap.from_dump(json.loads(self.proc.stdout.readline()))
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+async def tap_main(args: argparse.Namespace) -> None:
+    tap = Tap(args.sim_port, f"bench-tap-{os.getpid()}")
+    await tap.start()
+    await asyncio.sleep(1.0)
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print("READY", flush=True)
+    while await reader.readline():
+        print(json.dumps(tap.dump()), flush=True)
+    os._exit(0)
+
+
+def score(tabs: list, tap: Tap, t0: float, t1: float) -> dict:
     """Latency histogram and per-trade delivery of the trades that reached the tap in [t0, t1)."""
     histogram: dict[int, int] = {}
     delivered = expected = unmatched = missing_tabs = 0
@@ -291,9 +345,6 @@ async def load_main(args: argparse.Namespace) -> None:
     """One load process. Talks to the orchestrator in lines: READY → go → (measure) → JSON."""
     import uvloop  # noqa: F401  (the policy is set by the caller)
 
-    tap = Tap(args.sim_port, f"bench-tap-{args.first}")
-    await tap.start()
-    await asyncio.sleep(1.0)
     me = psutil.Process()
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(
@@ -365,7 +416,11 @@ async def load_main(args: argparse.Namespace) -> None:
             tab.transport.close()
         await asyncio.sleep(0.3)
     await asyncio.sleep(1.0)  # stragglers of the measured interval
-    result = score(tabs, tap, t0, t1)
+    # The orchestrator scores the samples against the tap.
+    samples = [[t.channels, t.samples] for t in tabs]
+    report = json.dumps({"t0": t0, "t1": t1, "tabs": samples})
+    await asyncio.to_thread(Path(args.out).write_text, report)
+    result: dict = {}
     result.update(
         load_cpu_pct=cpu,
         new_tab_ms=new_tab,
@@ -384,7 +439,7 @@ async def load_main(args: argparse.Namespace) -> None:
         ]
         result["gaps"] = sum(t.gaps for t in tabs)
     print(json.dumps(result), flush=True)
-    os._exit(0)  # the tap's tasks need not wind down one by one
+    os._exit(0)  # a thousand sockets need not wind down one by one
 
 
 # -- orchestration ------------------------------------------------------------------------------
@@ -394,12 +449,17 @@ class Loaders:
     """Load processes for `tabs` tabs, at most TABS_PER_PROCESS each."""
 
     def __init__(self, url: str, sim_port: int, tabs: int, mode: str, **options: object) -> None:
+        import tempfile
+
         self.procs: list[subprocess.Popen] = []
+        self.outs: list[Path] = []  # each process's samples, for the orchestrator to score
         per = -(-tabs // TABS_PER_PROCESS)
         for k in range(per):
             first, count = k * tabs // per, (k + 1) * tabs // per - k * tabs // per
+            self.outs.append(Path(tempfile.mkstemp(prefix="bench-scale-", suffix=".json")[1]))
             cmd = [PY, __file__, "--load", "--url", url, "--sim-port", str(sim_port)]
             cmd += ["--first", str(first), "--count", str(count), "--mode", mode]
+            cmd += ["--out", str(self.outs[-1])]
             for name, value in options.items():
                 if k and name in ("new_tabs", "kill_after"):
                     value = 0  # one process probes new tabs and calls the kill
@@ -428,15 +488,32 @@ class Loaders:
         line = self.procs[0].stdout.readline().strip()
         assert line == word, line
 
-    def results(self) -> list[dict]:
+    def results(self, tap: TapProcess | None = None) -> list[dict]:
+        """Each process's report; with the tap, its tabs scored against it."""
         out = []
         for proc in self.procs:
             text, _ = proc.communicate(timeout=180)
             out.append(json.loads(text.strip().splitlines()[-1]))
+        if tap is not None:
+            seen = tap.read()
+            for result, path in zip(out, self.outs, strict=True):
+                data = json.loads(path.read_text())
+                tabs = [Scored(channels, samples) for channels, samples in data["tabs"]]
+                result.update(score(tabs, seen, data["t0"], data["t1"]))
+        for path in self.outs:
+            path.unlink(missing_ok=True)
         return out
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+
+class Scored:
+    """A tab as the load process reported it."""
+
+    def __init__(self, channels: list[str], samples: list[list]) -> None:
+        self.channels = channels
+        self.samples = [(s, int(first), int(n), recv) for s, first, n, recv in samples]
 
 
 def percentile(histogram: dict[int, int], p: float) -> float:
@@ -484,6 +561,7 @@ def measure(
     idle_mb: dict[str, float] | None = None,
     stats_url: str | None = None,
     per_actor: int = 1,
+    tap: TapProcess,
 ) -> dict:
     """`tabs` tabs for `duration` seconds: latency, delivery, server CPU and memory.
 
@@ -502,10 +580,10 @@ def measure(
     )
     connected = loaders.ready()
     # The load processes are this driver's children too: they are not the server.
-    load = set(loaders.pids())
+    load = {*loaders.pids(), tap.proc.pid}
     procs = [p for p in fan.server_processes(server_pids()) if p.pid not in load]
     mb_per_tab = per_tab_mb(procs, idle_mb or {}, tabs, per_actor)
-    c0, w0 = fan.cpu_seconds(procs), time.monotonic()
+    c0, w0 = cpu_by_pid(procs), time.monotonic()
     k0 = fan.cpu_by_kind(procs)
     loaders.go()
     hub: list[dict] = []
@@ -517,10 +595,12 @@ def measure(
         kill()
     time.sleep(duration)
     wall = time.monotonic() - w0
-    cpu = (fan.cpu_seconds(procs) - c0) / wall * 100
+    # A killed replica's CPU until its death is not known: only survivors are summed.
+    c1 = cpu_by_pid(procs)
+    cpu = sum(c1[pid] - c0[pid] for pid in c1 if pid in c0) / wall * 100
     k1 = fan.cpu_by_kind(procs)
     by_kind = {k: round((v - k0.get(k, 0.0)) / wall * 100) for k, v in k1.items()}
-    results = loaders.results()
+    results = loaders.results(tap)
     out = merge(results)
     out.update(tabs=tabs, cpu_pct=cpu, ready=connected, mb_per_tab=mb_per_tab)
     out.update(cpu_by_kind=dict(sorted(by_kind.items(), key=lambda kv: -kv[1])[:5]), hub=hub)
@@ -541,6 +621,15 @@ def measure(
 
 
 SESSION_ACTOR = "ray::SessionActor"
+
+
+def cpu_by_pid(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+    return out
 
 
 def per_tab_mb(
@@ -671,11 +760,9 @@ def run_shipped(sim_port: int, sizes: list[int], skip: set[str]) -> dict:
     out: dict = {"sizes": {}}
     settings = get_settings()
     stats_url = url.replace("ws://", "http://").split("/ws")[0] + "/ws/stats"
+    tap = TapProcess(sim_port)
     try:
         idle = fan.uss_by_kind(fan.server_processes(pids()))  # before any tab
-        if "storm" not in skip:
-            out["storm"] = storm(url, sim_port)  # the pool as /health warmed it, nothing more
-            print(json.dumps(out["storm"]), file=sys.stderr, flush=True)
         pool = session_pool(settings.ws_session_pool, settings.sessions_per_actor)
         for tabs in sizes:
             time.sleep(6)  # the previous size's sessions leave their parking
@@ -689,11 +776,22 @@ def run_shipped(sim_port: int, sizes: list[int], skip: set[str]) -> dict:
                 idle_mb=idle,
                 stats_url=stats_url,
                 per_actor=settings.sessions_per_actor,
+                tap=tap,
             )
             out["sizes"][tabs]["session_actors"] = ray.get(pool.stats.remote()).get("actors")
     finally:
+        tap.stop()
         shutdown()
     return out
+
+
+def run_storm(sim_port: int) -> dict:
+    """A fresh stack, the session pool as /health warmed it and nothing more."""
+    url, _, _, shutdown = ray_stack(sim_port, 1)
+    try:
+        return storm(url, sim_port)
+    finally:
+        shutdown()
 
 
 def run_replicas(sim_port: int, tabs: int) -> dict:
@@ -703,18 +801,20 @@ def run_replicas(sim_port: int, tabs: int) -> dict:
     from actors.session import session_pool
     from engine.config import get_settings
 
+    tap = TapProcess(sim_port)
     try:
         settings = get_settings()
         idle = fan.uss_by_kind(fan.server_processes(pids()))
         pool = session_pool(settings.ws_session_pool, settings.sessions_per_actor)
         ray.get(pool.prewarm.remote(tabs + 10, hold_s=600))
-        options = {"idle_mb": idle, "per_actor": settings.sessions_per_actor}
+        options = {"idle_mb": idle, "per_actor": settings.sessions_per_actor, "tap": tap}
         steady = measure(url, sim_port, tabs, pids, **options)
         time.sleep(6)
         killed = measure(
             url, sim_port, tabs, pids, kill=kill_replica, kill_after=4.0, new_tabs=0, **options
         )
     finally:
+        tap.stop()
         shutdown()
     return {"steady": steady, "killed": killed}
 
@@ -724,15 +824,18 @@ def run_baseline(sim_port: int, sizes: list[int]) -> dict:
     proc = subprocess.Popen(
         [PY, fan.__file__, "--baseline", str(port), str(sim_port)], start_new_session=True
     )
+    tap = TapProcess(sim_port)
     try:
         fan.wait_port(port)
         time.sleep(2)
         url = f"ws://127.0.0.1:{port}/ws?batch=1"
         idle = fan.uss_by_kind(fan.server_processes({proc.pid}))
         return {
-            tabs: measure(url, sim_port, tabs, lambda: {proc.pid}, idle_mb=idle) for tabs in sizes
+            tabs: measure(url, sim_port, tabs, lambda: {proc.pid}, idle_mb=idle, tap=tap)
+            for tabs in sizes
         }
     finally:
+        tap.stop()
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
 
@@ -751,6 +854,8 @@ def main(sizes: list[int], skip: set[str]) -> None:
     try:
         fan.wait_port(sim_port)
         shipped = child("shipped", sim_port, sizes, skip)
+        if "storm" not in skip:
+            shipped["storm"] = child("storm", sim_port, sizes, skip)
         replicas = child("replicas", sim_port, [max(sizes)], skip) if "replicas" not in skip else {}
         base = run_baseline(sim_port, sizes)
     finally:
@@ -825,8 +930,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="50,200,500,1000")
     parser.add_argument("--skip", default="", help="storm,replicas")
-    parser.add_argument("--stack", choices=["shipped", "replicas"])
+    parser.add_argument("--stack", choices=["shipped", "replicas", "storm"])
     parser.add_argument("--load", action="store_true")
+    parser.add_argument("--tap", action="store_true")
+    parser.add_argument("--out")
     parser.add_argument("--url")
     parser.add_argument("--sim-port", type=int)
     parser.add_argument("--first", type=int, default=0)
@@ -844,6 +951,10 @@ if __name__ == "__main__":
         import uvloop
 
         uvloop.run(load_main(ns))
+    elif ns.tap:
+        asyncio.run(tap_main(ns))
+    elif ns.stack == "storm":
+        print(json.dumps(run_storm(ns.sim_port)), flush=True)
     elif ns.stack == "shipped":
         print(json.dumps(run_shipped(ns.sim_port, sizes, skip)), flush=True)
     elif ns.stack == "replicas":

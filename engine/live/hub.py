@@ -360,6 +360,9 @@ class Hub(Generic[LeaseT]):
             self._lookup.add_done_callback(self._lookup_done)
         return await asyncio.shield(self._lookup)
 
+    def _look_due(self) -> bool:
+        return time.monotonic() - self._looked_at >= RECORDER_RECHECK_S
+
     def _lookup_done(self, _: asyncio.Future[bool]) -> None:
         self._lookup = None
         self._looked_at = time.monotonic()
@@ -397,12 +400,15 @@ class Hub(Generic[LeaseT]):
         long-poll stops, so that one may be minutes old. The recorder's `forming_bars()` counts
         every trade it has, so it is never older than what `/candles` served a moment before
         (the candle service gets the bar at the recorder's flush)."""
-        # Not looked yet, or it may have started since: but a storm of new tabs (or resumes)
-        # must not each ask the GCS while it is known missing; `_candles` looks every
-        # RECORDER_RECHECK_S anyway.
-        recently = time.monotonic() - self._looked_at < RECORDER_RECHECK_S
-        if self.candle_source == "unknown" or (self.candle_source != "recorder" and not recently):
+        # Not looked yet: wait for that one lookup (shared by every tab meanwhile). Known
+        # missing: look again in the background, at most every RECORDER_RECHECK_S, and serve
+        # this tab trade-built bars now; a storm of new tabs (or resumes) must not queue
+        # behind a GCS round trip each.
+        if self.candle_source == "unknown":
             await self._look_for_recorder()
+        elif self.candle_source != "recorder" and self._lookup is None and self._look_due():
+            self._lookup = asyncio.ensure_future(self._locate_recorder())
+            self._lookup.add_done_callback(self._lookup_done)
         if self.candle_source == "recorder":
             try:
                 bars = await asyncio.wait_for(self.bars.forming_bars(), RECORDER_CALL_TIMEOUT_S)
