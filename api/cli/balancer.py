@@ -17,13 +17,11 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from api.cli.child_process import die_with_parent
+from api.cli.child_process import start_child, stop_child, wait_listening
 from engine.errors import StartupError
 
 logger = logging.getLogger(__name__)
@@ -121,47 +119,25 @@ class Balancer:
         check = subprocess.run([binary, "-c", "-q", "-f", str(cfg)], capture_output=True)
         if check.returncode != 0:
             raise StartupError(f"haproxy refused {cfg}: {check.stderr.decode()[-500:]}")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            # -db: stay in the foreground, so it is our child and stops with us.
-            self._proc = subprocess.Popen(
-                [binary, "-db", "-f", str(cfg)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
+        # -db: stay in the foreground, so it is our child and stops with us.
+        self._proc = start_child([binary, "-db", "-f", str(cfg)], self.log_path)
+        host, port = _connect_host(self.config.host), self.config.port
+        if wait_listening(self._proc, host, port, timeout, f"haproxy (see {self.log_path})"):
+            logger.info(
+                "haproxy on port %s in front of replica ports %s-%s (pid %s)",
+                port,
+                self.config.replica_ports.start,
+                self.config.replica_ports.stop - 1,
+                self._proc.pid,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise StartupError(f"haproxy exited early; see {self.log_path}")
-            with socket.socket() as sock:
-                sock.settimeout(0.5)
-                if sock.connect_ex((_connect_host(self.config.host), self.config.port)) == 0:
-                    logger.info(
-                        "haproxy on port %s in front of replica ports %s-%s (pid %s)",
-                        self.config.port,
-                        self.config.replica_ports.start,
-                        self.config.replica_ports.stop - 1,
-                        self._proc.pid,
-                    )
-                    return
-            time.sleep(0.1)
+            return
         self.stop()
         raise StartupError(f"haproxy did not listen on {self.config.port} within {timeout:.0f} s")
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # the replicas are gone by now: nothing to finish
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        logger.info("haproxy stopped")
+        if stop_child(proc, signal.SIGTERM, timeout):  # plain stop: nothing left to finish
+            logger.info("haproxy stopped")
 
 
 def _connect_host(host: str) -> str:
