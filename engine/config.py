@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         "(default KISRAY_PORT + 1); the range holds one spare port",
     )
     sessions_per_actor: int = Field(
-        default=50,  # measured: docs/fanout.md "Sessions per actor"
+        default=250,  # measured: docs/fanout.md "Sessions per actor" and "Scale"
         ge=1,
         le=10_000,
         description="client sessions one session actor hosts (1: an actor per client)",
