@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import websockets
 
 from engine.config import DEFAULT_SYMBOLS
 from tests.api.cli.test_cli_up import _descendants, _kisray_up
+from tests.conftest import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -99,6 +101,23 @@ class Tab:
             return False
 
 
+def _free_range(count: int) -> int:
+    """The first of `count` consecutive free loopback ports."""
+    while True:
+        first = free_port()
+        if all(_is_free(p) for p in range(first, first + count)):
+            return first
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _replica_processes(kisray_pid: int) -> list[psutil.Process]:
     return [
         p
@@ -110,7 +129,8 @@ def _replica_processes(kisray_pid: int) -> list[psutil.Process]:
 def test_two_replicas_share_the_url_and_a_killed_replicas_tabs_resume_on_the_other(
     tmp_path: Path,
 ) -> None:
-    with _kisray_up(tmp_path, {"KISRAY_REPLICAS": "2"}) as (proc, _env, port, _sim_port):
+    replicas = {"KISRAY_REPLICAS": "2", "KISRAY_REPLICA_PORT": str(_free_range(3))}
+    with _kisray_up(tmp_path, replicas) as (proc, _env, port, _sim_port):
         assert len(_replica_processes(proc.pid)) == 2
         # New connections go to the replica with fewer: both answer on the one port.
         assert len(_replica_of_each_request(port, 6)) == 2
