@@ -7,7 +7,9 @@ single-process FastAPI broadcast, both fed by the KIS simulator at 2,000 trades/
 
 Latency is upstream frame → client receive: a tap (its own KIS connection with another app key,
 in the client process) notes when each trade (symbol, cumulative volume) arrived from the
-simulator; each client matches the oldest trade of every trade message it receives. Clients run
+simulator; each client matches the oldest trade of every trade message it receives.
+Delivered/expected counts every trade: a message's trades are consecutive, so from its first
+one it covers an exact stretch of the tap's sequence. Clients run
 in a separate process from the servers. Server CPU is psutil over the server processes (Ray's, or
 the baseline's); memory per client is the growth of their unique memory (USS) from before the
 session pool was warmed to with all clients connected, divided by the clients.
@@ -157,6 +159,9 @@ class Tap:
     def __init__(self, sim_port: int) -> None:
         self.sim_port = sim_port
         self.seen: dict[tuple[str, int], float] = {}
+        # Per symbol, the trades in arrival order, and where each (symbol, cum) sits in it.
+        self.order: dict[str, list[float]] = {s: [] for s in SYMBOLS}
+        self.position: dict[tuple[str, int], int] = {}
         self.feed = None
 
     async def start(self) -> None:
@@ -179,9 +184,12 @@ class Tap:
             if batch is not None:
                 for t in batch.records:
                     self.seen[(t.symbol, t.cum_volume)] = now
+                    self.position[(t.symbol, t.cum_volume)] = len(self.order[t.symbol])
+                    self.order[t.symbol].append(now)
 
-    def count(self, symbols: set[str], t0: float, t1: float) -> int:
-        return sum(1 for (s, _), at in self.seen.items() if s in symbols and t0 <= at < t1)
+    def window(self, symbol: str, t0: float, t1: float) -> set[int]:
+        """Positions of the trades of `symbol` that reached the tap in [t0, t1)."""
+        return {i for i, at in enumerate(self.order[symbol]) if t0 <= at < t1}
 
 
 def stalled_client(url: str, channels: list[str], stop: threading.Event) -> str:
@@ -315,17 +323,25 @@ async def load(args: argparse.Namespace) -> dict:
     # The others' latency while the non-reader was still connected, and after it was cut.
     cut_at = watch.cut_at or float("inf")
     before_cut, after_cut = [], []
+    # Delivery per trade: a message carries consecutive trades of one symbol from its first
+    # one on, so it covers an exact stretch of the tap's sequence (not credited as a whole to
+    # its first trade's arrival, which miscounted messages that straddle an edge).
+    windows = {s: tap.window(s, t0, t1) for s in SYMBOLS}
     for c in clients:
-        expected += tap.count(c.symbols, t0, t1)
+        covered: dict[str, set[int]] = {}
         for symbol, first, recv, n in c.samples:
-            at = tap.seen.get((symbol, first))
-            if at is None:
+            pos = tap.position.get((symbol, first))
+            if pos is None:
                 unmatched += 1
                 continue
+            covered.setdefault(symbol, set()).update(range(pos, pos + n))
+            at = tap.seen[(symbol, first)]
             if t0 <= at < t1:
                 latencies.append((recv - at) * 1000)
                 (before_cut if recv < cut_at else after_cut).append(latencies[-1])
-                delivered += n
+        for symbol in c.symbols:
+            expected += len(windows[symbol])
+            delivered += len(windows[symbol] & covered.get(symbol, set()))
     latencies.sort()
 
     def pct(p: float, values: list[float] | None = None) -> float:
