@@ -154,13 +154,13 @@ def run_baseline(port: int, sim_port: int) -> None:
 
 
 class Tap:
-    """When each trade arrived from the simulator: (symbol, cumulative volume) → time."""
+    """The simulator's trades as they arrived on a KIS connection of the tap's own: per symbol,
+    (cumulative volume, arrival time) in arrival order, and where each sits in that order."""
 
-    def __init__(self, sim_port: int) -> None:
+    def __init__(self, sim_port: int, key: str = "bench-tap") -> None:
         self.sim_port = sim_port
-        self.seen: dict[tuple[str, int], float] = {}
-        # Per symbol, the trades in arrival order, and where each (symbol, cum) sits in it.
-        self.order: dict[str, list[float]] = {s: [] for s in SYMBOLS}
+        self.key = key  # the app key: one KIS connection per key
+        self.order: dict[str, list[tuple[int, float]]] = {s: [] for s in SYMBOLS}
         self.position: dict[tuple[str, int], int] = {}
         self.feed = None
 
@@ -171,7 +171,7 @@ class Tap:
         from engine.kis.registry import Registration
 
         url = f"127.0.0.1:{self.sim_port}"
-        self.feed = KisFeed(ConnectionConfig(f"ws://{url}", f"http://{url}", "bench-tap", "s"))
+        self.feed = KisFeed(ConnectionConfig(f"ws://{url}", f"http://{url}", self.key, "s"))
         self.feed.start()
         self.feed.register("tap")
         await self.feed.subscribe("tap", [Registration(tr.TRADE, s) for s in SYMBOLS])
@@ -183,13 +183,41 @@ class Tap:
             now = time.time()
             if batch is not None:
                 for t in batch.records:
-                    self.seen[(t.symbol, t.cum_volume)] = now
-                    self.position[(t.symbol, t.cum_volume)] = len(self.order[t.symbol])
-                    self.order[t.symbol].append(now)
+                    seq = self.order[t.symbol]
+                    self.position[(t.symbol, t.cum_volume)] = len(seq)
+                    seq.append((t.cum_volume, now))
 
-    def window(self, symbol: str, t0: float, t1: float) -> set[int]:
+    def arrived(self, symbol: str, position: int) -> float:
+        return self.order[symbol][position][1]
+
+    def match(self, messages, t0: float, t1: float) -> tuple[dict[str, set[int]], list, int]:
+        """One client's trade messages, as (symbol, first cum_volume, trades, received at):
+        the tap positions they cover per symbol, (arrival, receipt) of the first trade of each
+        message that arrived in [t0, t1), and how many matched no trade the tap saw.
+
+        A message carries consecutive trades of one symbol from its first one on, so it covers
+        an exact stretch of the tap's sequence: delivery is counted per trade, not credited as
+        a whole to its first trade's arrival (which miscounted messages straddling an edge)."""
+        covered: dict[str, set[int]] = {}
+        timed: list[tuple[float, float]] = []
+        unmatched = 0
+        for symbol, first, n, recv in messages:
+            pos = self.position.get((symbol, first))
+            if pos is None:
+                unmatched += 1
+                continue
+            covered.setdefault(symbol, set()).update(range(pos, pos + n))
+            at = self.arrived(symbol, pos)
+            if t0 <= at < t1:
+                timed.append((at, recv))
+        return covered, timed, unmatched
+
+    def window(self, symbol: str, t0: float, t1: float) -> range:
         """Positions of the trades of `symbol` that reached the tap in [t0, t1)."""
-        return {i for i, at in enumerate(self.order[symbol]) if t0 <= at < t1}
+        seq = self.order[symbol]
+        first = next((i for i, (_, at) in enumerate(seq) if at >= t0), len(seq))
+        last = next((i for i in range(len(seq) - 1, -1, -1) if seq[i][1] < t1), -1)
+        return range(first, last + 1)
 
 
 def stalled_client(url: str, channels: list[str], stop: threading.Event) -> str:
@@ -323,25 +351,17 @@ async def load(args: argparse.Namespace) -> dict:
     # The others' latency while the non-reader was still connected, and after it was cut.
     cut_at = watch.cut_at or float("inf")
     before_cut, after_cut = [], []
-    # Delivery per trade: a message carries consecutive trades of one symbol from its first
-    # one on, so it covers an exact stretch of the tap's sequence (not credited as a whole to
-    # its first trade's arrival, which miscounted messages that straddle an edge).
     windows = {s: tap.window(s, t0, t1) for s in SYMBOLS}
     for c in clients:
-        covered: dict[str, set[int]] = {}
-        for symbol, first, recv, n in c.samples:
-            pos = tap.position.get((symbol, first))
-            if pos is None:
-                unmatched += 1
-                continue
-            covered.setdefault(symbol, set()).update(range(pos, pos + n))
-            at = tap.seen[(symbol, first)]
-            if t0 <= at < t1:
-                latencies.append((recv - at) * 1000)
-                (before_cut if recv < cut_at else after_cut).append(latencies[-1])
+        messages = ((s, first, n, recv) for s, first, recv, n in c.samples)
+        covered, timed, missed = tap.match(messages, t0, t1)
+        unmatched += missed
+        for at, recv in timed:
+            latencies.append((recv - at) * 1000)
+            (before_cut if recv < cut_at else after_cut).append(latencies[-1])
         for symbol in c.symbols:
             expected += len(windows[symbol])
-            delivered += len(windows[symbol] & covered.get(symbol, set()))
+            delivered += len(covered.get(symbol, set()).intersection(windows[symbol]))
     latencies.sort()
 
     def pct(p: float, values: list[float] | None = None) -> float:

@@ -197,57 +197,20 @@ class Tab(asyncio.Protocol):
             self.closed_with = text[i : text.find('"', i)]
 
 
-class Tap:
-    """The simulator's trades as they arrived on a KIS connection of the tap's own: per symbol,
-    the sequence of cumulative volumes and when each arrived."""
-
-    def __init__(self, sim_port: int, key: str) -> None:
-        self.sim_port = sim_port
-        self.key = key
-        self.order: dict[str, list[tuple[int, float]]] = {s: [] for s in SYMBOLS}
-        self.position: dict[tuple[str, int], int] = {}
-
-    async def start(self) -> None:
-        from engine.kis import tr
-        from engine.kis.connection import ConnectionConfig
-        from engine.kis.feed import KisFeed
-        from engine.kis.registry import Registration
-
-        url = f"127.0.0.1:{self.sim_port}"
-        self.feed = KisFeed(ConnectionConfig(f"ws://{url}", f"http://{url}", self.key, "s"))
-        self.feed.start()
-        self.feed.register("tap")
-        await self.feed.subscribe("tap", [Registration(tr.TRADE, s) for s in SYMBOLS])
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self.feed.next_batch("tap", 1.0)
-            now = time.time()
-            if batch is not None:
-                for t in batch.records:
-                    seq = self.order[t.symbol]
-                    self.position[(t.symbol, t.cum_volume)] = len(seq)
-                    seq.append((t.cum_volume, now))
+class Tap(fan.Tap):
+    """bench_fanout's tap, which can also be handed from its process to the orchestrator."""
 
     def dump(self) -> dict[str, list[tuple[int, float]]]:
         return {symbol: list(seq) for symbol, seq in self.order.items()}
 
     @classmethod
     def from_dump(cls, order: dict[str, list[list[float]]]) -> Tap:
-        tap = cls(0, "")
+        tap = cls(0)
         for symbol, seq in order.items():
             tap.order[symbol] = [(int(cum), at) for cum, at in seq]
             for i, (cum, _) in enumerate(tap.order[symbol]):
                 tap.position[(symbol, cum)] = i
         return tap
-
-    def window(self, symbol: str, t0: float, t1: float) -> range:
-        """Positions of the trades of `symbol` that arrived in [t0, t1)."""
-        seq = self.order[symbol]
-        first = next((i for i, (_, at) in enumerate(seq) if at >= t0), len(seq))
-        last = next((i for i in range(len(seq) - 1, -1, -1) if seq[i][1] < t1), -1)
-        return range(first, last + 1)
 
 
 class TapProcess:
@@ -293,17 +256,11 @@ def score(tabs: list, tap: Tap, t0: float, t1: float) -> dict:
     delivered = expected = unmatched = missing_tabs = 0
     windows = {s: tap.window(s, t0, t1) for s in SYMBOLS}
     for tab in tabs:
-        covered: dict[str, set[int]] = {}
-        for symbol, first, n, recv in tab.samples:
-            pos = tap.position.get((symbol, first))
-            if pos is None:
-                unmatched += 1
-                continue
-            covered.setdefault(symbol, set()).update(range(pos, pos + n))
-            at = tap.order[symbol][pos][1]
-            if t0 <= at < t1:
-                bucket = int((recv - at) * 1000 / BUCKET_MS)
-                histogram[bucket] = histogram.get(bucket, 0) + 1
+        covered, timed, missed = tap.match(tab.samples, t0, t1)
+        unmatched += missed
+        for at, recv in timed:
+            bucket = int((recv - at) * 1000 / BUCKET_MS)
+            histogram[bucket] = histogram.get(bucket, 0) + 1
         short = False
         for symbol in {c.split(":")[1] for c in tab.channels}:
             want = windows[symbol]
