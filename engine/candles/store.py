@@ -12,6 +12,7 @@ of the date (= 09:00 KST). Sub-daily buckets are UTC-aligned, which is KST-align
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Sequence
@@ -368,8 +369,27 @@ async def _refresh_caggs(
         # refresh (seen: a corrected minute missing from its 15m bucket, present in 5m and 1h).
         # A second call finds it in the log and recomputes it; with nothing pending it is cheap.
         for _ in range(1 if level.source == RAW_RELATION else 2):
+            await _refresh_cagg(conn, level.cagg, window_end)
+
+
+# Another session refreshing the same aggregate (the maintenance actor's minute, or a policy
+# job) makes TimescaleDB refuse a concurrent refresh of an overlapping window with
+# LockNotAvailableError; `kisray load` failed on it once. Waiting for that refresh and trying
+# again is what the caller wants: its own rows still need recomputing.
+CAGG_REFRESH_TRIES = 20
+CAGG_REFRESH_RETRY_S = 0.5
+
+
+async def _refresh_cagg(conn: asyncpg.Connection, cagg: str, window_end: datetime) -> None:
+    for attempt in range(CAGG_REFRESH_TRIES):
+        try:
             await conn.execute(
                 "CALL refresh_continuous_aggregate($1::regclass, NULL, $2::timestamptz)",
-                level.cagg,
+                cagg,
                 window_end,
             )
+            return
+        except asyncpg.exceptions.LockNotAvailableError:
+            if attempt == CAGG_REFRESH_TRIES - 1:
+                raise
+            await asyncio.sleep(CAGG_REFRESH_RETRY_S)
