@@ -86,6 +86,7 @@ class ClientSocket:
         lease: Lease | None,
         batch: bool = False,
         last_trades: dict[str, int] | None = None,
+        after_session: str | None = None,
     ) -> None:
         self.ws = websocket
         self.batch = batch  # one JSON array per window instead of one frame per message
@@ -93,7 +94,7 @@ class ClientSocket:
         self.session_id = session_id
         self.lease = lease  # None until the pool answers: leased in the background
         self.last_trades = last_trades  # a resumed tab's last cum_volume per symbol
-        self.after_session: str | None = None  # an error about the URL, told after `session`
+        self.after_session = after_session  # an error about the URL, told after `session`
         self.state = SessionState(lease.limits if lease is not None else SessionLimits())
         self.outbox = Outbox(session_id)
         self._to_actor: asyncio.Queue[tuple[str, list[Channel]]] = asyncio.Queue()
@@ -324,8 +325,7 @@ async def serve_socket(websocket: WebSocket) -> None:
             last_trades = parse_last_trades(websocket.query_params.get("last", ""))
         except BadRequestError as exc:  # the resume goes on, without the missed trades
             bad_last = error_message(exc.code, exc.message)
-    client = ClientSocket(websocket, hub, session_id, lease, batch, last_trades)
-    client.after_session = bad_last
+    client = ClientSocket(websocket, hub, session_id, lease, batch, last_trades, bad_last)
     try:
         await client.run()
     finally:

@@ -355,10 +355,14 @@ class Hub(Generic[LeaseT]):
     async def _look_for_recorder(self) -> bool:
         """Find the recorder (True) or switch to trade-built candles (False, logged once). One
         lookup at a time (a GCS round trip, on a thread): callers meanwhile share its answer."""
+        return await asyncio.shield(self._start_lookup())
+
+    def _start_lookup(self) -> asyncio.Future[bool]:
+        """The lookup under way, or a new one."""
         if self._lookup is None:
             self._lookup = asyncio.ensure_future(self._locate_recorder())
             self._lookup.add_done_callback(self._lookup_done)
-        return await asyncio.shield(self._lookup)
+        return self._lookup
 
     def _look_due(self) -> bool:
         return time.monotonic() - self._looked_at >= RECORDER_RECHECK_S
@@ -406,9 +410,8 @@ class Hub(Generic[LeaseT]):
         # behind a GCS round trip each.
         if self.candle_source == "unknown":
             await self._look_for_recorder()
-        elif self.candle_source != "recorder" and self._lookup is None and self._look_due():
-            self._lookup = asyncio.ensure_future(self._locate_recorder())
-            self._lookup.add_done_callback(self._lookup_done)
+        elif self.candle_source != "recorder" and self._look_due():
+            self._start_lookup()
         if self.candle_source == "recorder":
             try:
                 bars = await asyncio.wait_for(self.bars.forming_bars(), RECORDER_CALL_TIMEOUT_S)
