@@ -38,6 +38,7 @@ from engine.kis.connection import ConnectionConfig
 from engine.kis.delivery import Batch
 from engine.kis.feed import KisFeed
 from engine.kis.registry import Registration, registration
+from engine.live.gc_pauses import settle_heap
 from engine.logs import configure_from_settings
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class KisSocketActor:
         )
         self.feed.start()
         self._pusher = asyncio.create_task(self._push_loop(), name="kis-push")
+        settle_heap()  # its pauses would hold every replica's next batch
         log.info(
             "kis-socket %s started (pid %d) for %s", self.incarnation, os.getpid(), settings.ws_url
         )

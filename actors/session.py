@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import ray
 from ray.exceptions import RayActorError
@@ -37,6 +37,8 @@ from engine.live.ports import LeaseRequest
 from engine.live.session_state import SessionLimits, SessionState
 
 DEFAULT_LIMITS = SessionLimits()
+SESSION_OPS = frozenset({"subscribe", "unsubscribe", "replace"})
+SessionOp: TypeAlias = tuple[str, str, list[Channel]]  # (slot, op, channels)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ RESUME_WAIT_S = 2.0
 PENDING_WAIT_S = 10.0
 PING_TIMEOUT_S = 3.0  # an idle actor that does not answer within this is taken for dead
 CHECK_IDLE_EVERY_S = 5.0
+ALIVE_FOR_S = 1.0  # an actor that answered this recently is not pinged again
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,6 @@ class SessionActor:
     def __init__(self, limits: SessionLimits | None = None) -> None:
         self.limits = limits or SessionLimits()
         self.sessions: dict[str, SessionState] = {}
-        self.clients: dict[str, str] = {}
 
     def _session(self, slot: str) -> SessionState:
         state = self.sessions.get(slot)
@@ -79,9 +81,6 @@ class SessionActor:
 
     def ready(self) -> bool:
         return True
-
-    def open(self, slot: str, client_id: str) -> None:
-        self.clients[slot] = client_id
 
     def subscribe(self, slot: str, channels: list[Channel]) -> tuple[list[Channel], list[Channel]]:
         return self._session(slot).subscribe(channels)
@@ -100,7 +99,19 @@ class SessionActor:
 
     def reset(self, slot: str) -> None:
         self.sessions.pop(slot, None)
-        self.clients.pop(slot, None)
+
+    def apply(self, ops: list[SessionOp]) -> list[object]:
+        """Several sessions' ops, from one replica, in the order sent: one call instead of
+        one per op (engine.live.batching). Each op's answer, or the error it raised."""
+        answers: list[object] = []
+        for slot, op, channels in ops:
+            try:
+                if op not in SESSION_OPS:
+                    raise ValueError(f"unknown session op {op!r}")
+                answers.append(getattr(self, op)(slot, channels))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
 
     def hosted(self) -> int:
         """Sessions holding channels here (tests look at it)."""
@@ -118,9 +129,6 @@ class SessionSlot:
 
     def ready(self) -> Any:
         return self.actor.ready.remote()
-
-    def open(self, client_id: str) -> Any:
-        return self.actor.open.remote(self.slot, client_id)
 
     def subscribe(self, channels: list[Channel]) -> Any:
         return self.actor.subscribe.remote(self.slot, channels)
@@ -177,6 +185,8 @@ class SessionPool:
         self._idle_checked = 0.0
         self._refill: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._answered_at: dict[str, float] = {}  # actor (host) → when it last answered
+        self._pings: dict[str, asyncio.Future[bool]] = {}  # pings under way, by actor
 
     async def _start_one(self, keep: bool = True) -> SessionSlot:
         """Start an actor with `per_actor` idle slots; unless `keep`, the caller takes one."""
@@ -225,16 +235,23 @@ class SessionPool:
         self._ensure_tasks()  # after: the refill must not race the burst it would duplicate
         return len(self._idle)
 
+    async def acquire_many(self, requests: list[LeaseRequest]) -> list[Lease | Exception]:
+        """Sessions for new sockets, one call per batch (engine.live.batching); each request's
+        lease, or the error it met. Resumes go one by one (`acquire`): one may wait seconds
+        for its old socket's release, and a batch is answered when its last lease is made."""
+        answers = await asyncio.gather(*(self.acquire(r) for r in requests), return_exceptions=True)
+        return [_as_answer(a) for a in answers]
+
     async def acquire(self, request: LeaseRequest) -> Lease:
         """A session for a socket: the parked one it resumes, or a fresh one (under
         `session_id` when the replica already told the tab its id)."""
-        client_id, replica_id = request.client_id, request.replica_id
+        replica_id = request.replica_id
         resume, session_id = request.resume, request.session_id
         self._ensure_tasks()
         if resume:
             moved = await self._wait_for_release(resume, replica_id)
             if moved is not None:
-                return await self._hand_over(resume, moved, replica_id, client_id)
+                return await self._hand_over(resume, moved, replica_id)
         parked = self._parked.pop(resume, None) if resume else None
         if parked is not None and resume is not None:
             actor, _, kept = parked
@@ -254,23 +271,21 @@ class SessionPool:
                 actor = await self._take_idle()
                 if await self._settle_gone(session_id, actor):
                     return Lease(session_id, actor, (), self.limits)
-                return self._lease(session_id, actor, replica_id, client_id, ())
+                return self._lease(session_id, actor, replica_id, ())
         else:
             actor = await self._take_idle()
             session_id = uuid.uuid4().hex
             channels = ()
-        return self._lease(session_id, actor, replica_id, client_id, channels)
+        return self._lease(session_id, actor, replica_id, channels)
 
     def _lease(
         self,
         session_id: str,
         actor: SessionSlot,
         replica_id: str,
-        client_id: str,
         channels: tuple[Channel, ...],
     ) -> Lease:
         self._leased[session_id] = (actor, replica_id, time.monotonic() + self.lease_s)
-        actor.open(client_id)  # bookkeeping only: the new tab does not wait for it
         self._ensure_tasks()  # refill behind the lease, not in front of it
         return Lease(session_id, actor, channels, self.limits)
 
@@ -346,12 +361,28 @@ class SessionPool:
         async with self._idle_ready:
             self._idle_ready.notify()
 
-    @staticmethod
-    async def _answers(slot: SessionSlot) -> bool:
+    async def _answers(self, slot: SessionSlot) -> bool:
+        """Whether the slot's actor answers. One ping per actor at a time, and an actor that
+        answered within ALIVE_FOR_S is not asked again: a batch of leases from one actor pinged
+        it once per slot. (One that died meanwhile fails the replica's next op, which replaces
+        it: ClientSocket._adopt.)"""
+        if time.monotonic() - self._answered_at.get(slot.host, float("-inf")) < ALIVE_FOR_S:
+            return True
+        ping = self._pings.get(slot.host)
+        if ping is None:
+            ping = self._pings[slot.host] = asyncio.ensure_future(self._ping(slot))
+        return await asyncio.shield(ping)
+
+    async def _ping(self, slot: SessionSlot) -> bool:
         try:
-            return await asyncio.wait_for(slot.ready(), PING_TIMEOUT_S)
+            await asyncio.wait_for(slot.ready(), PING_TIMEOUT_S)
         except (RayActorError, TimeoutError):
+            self._answered_at.pop(slot.host, None)
             return False
+        finally:
+            self._pings.pop(slot.host, None)
+        self._answered_at[slot.host] = time.monotonic()
+        return True
 
     async def _check_idle(self) -> None:
         """Drop idle slots whose actor died, so the pool refills instead of handing them out.
@@ -433,7 +464,6 @@ class SessionPool:
         session_id: str,
         held: tuple[SessionSlot, str, float],
         replica_id: str,
-        client_id: str,
     ) -> Lease:
         """Move a leased session to the replica the tab resumed on, with its channels."""
         actor, old_replica, _ = held
@@ -445,7 +475,7 @@ class SessionPool:
             self._discard(actor)
             actor = await self._fresh_session(channels)
         log.info("session %s: resumed on replica %s, from %s", session_id, replica_id, old_replica)
-        return self._lease(session_id, actor, replica_id, client_id, channels)
+        return self._lease(session_id, actor, replica_id, channels)
 
     def _moved_from(self, session_id: str, replica_id: str | None) -> bool:
         moved = self._moved.get(session_id)
@@ -552,6 +582,12 @@ class SessionPool:
             "reclaimed": self.reclaimed,
             "replaced": self.replaced,
         }
+
+
+def _as_answer(answer: Lease | BaseException) -> Lease | Exception:
+    if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+        return RuntimeError(f"the lease was not made: {answer!r}")  # a cancelled acquire
+    return answer
 
 
 def session_pool(warm: int, per_actor: int, **options: object):

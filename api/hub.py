@@ -18,14 +18,16 @@ from typing import Any, TypeAlias
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.names import find_candles, find_kis_socket, find_recorder
-from actors.session import Lease, session_pool
+from actors.session import Lease, SessionSlot, session_pool
 from api.ingress import serves_directly
 from engine.config import get_settings
 from engine.domain.bars import LiveBar, MinuteBar
 from engine.errors import KisrayError
 from engine.kis.delivery import Batch
 from engine.kis.registry import Registration
+from engine.live.batching import KeyedBatcher
 from engine.live.channels import Channel
+from engine.live.gc_pauses import settle_heap
 from engine.live.hub import Hub
 from engine.live.ports import (
     LeaseRequest,
@@ -101,10 +103,18 @@ class RaySessionPool:
     def __init__(self, actor: Any, resolve: Callable[[], Any]) -> None:
         self._actor = actor
         self._resolve = resolve
+        # New tabs' leases share a call; a resume goes alone (actors.session.acquire_many).
+        self._leases: KeyedBatcher[None, LeaseRequest, Lease] = KeyedBatcher(self._acquire_many)
 
     async def acquire(self, request: LeaseRequest) -> Lease:
+        if request.resume is None:
+            return await self._leases.submit(None, request)
         with _translated(PoolLostError, PoolRestartingError):
             return await self._actor.acquire.remote(request)
+
+    async def _acquire_many(self, _: None, requests: list[LeaseRequest]) -> list[Any]:
+        with _translated(PoolLostError, PoolRestartingError):
+            return await self._actor.acquire_many.remote(requests)
 
     async def adopt(self, session_id: str, replica_id: str, channels: list[Channel]) -> Lease:
         with _translated(PoolLostError, PoolRestartingError):
@@ -153,6 +163,36 @@ class RayBarSource:
         return await candles.live_bars.remote(symbol, intervals, bar)
 
 
+class SessionOps:
+    """The replica's ops on its sockets' session actors, sent as one `apply` call per actor
+    at a time (engine.live.batching); one socket's ops keep their order. A call that fails
+    fails each op in it: a dead actor raises RayActorError to every socket it hosted."""
+
+    def __init__(self) -> None:
+        self._batcher: KeyedBatcher[str, tuple[SessionSlot, str, list[Channel]], object] = (
+            KeyedBatcher(self._apply)
+        )
+
+    async def apply(self, slot: SessionSlot, op: str, channels: list[Channel]) -> object:
+        return await self._batcher.submit(slot.host, (slot, op, channels))
+
+    @staticmethod
+    async def _apply(_: str, ops: list[tuple[SessionSlot, str, list[Channel]]]) -> list[Any]:
+        actor = ops[0][0].actor  # one host is one actor
+        return await actor.apply.remote([(slot.slot, op, channels) for slot, op, channels in ops])
+
+
+_session_ops: SessionOps | None = None
+
+
+def session_ops() -> SessionOps:
+    """This process's SessionOps."""
+    global _session_ops
+    if _session_ops is None:
+        _session_ops = SessionOps()
+    return _session_ops
+
+
 _hub: ReplicaHub | None = None
 _hub_lock = asyncio.Lock()
 
@@ -185,5 +225,6 @@ async def replica_hub() -> ReplicaHub:
                 frame_budget=budget,
             )
             await hub.start()
+            settle_heap()
             _hub = hub
         return _hub

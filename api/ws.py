@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from actors.session import Lease
 from api import chart_library
-from api.hub import ReplicaHub, replica_hub
+from api.hub import ReplicaHub, replica_hub, session_ops
 from api.metrics import WS_CLIENT_MESSAGES
 from api.security import bearer_token, token_matches
 from engine.config import get_settings
@@ -161,7 +161,7 @@ class ClientSocket:
             return
         assert self.lease is not None  # _keep_session leases one before it applies any op
         try:
-            await getattr(self.lease.session, op)(channels)
+            await session_ops().apply(self.lease.session, op, channels)
         except ray.exceptions.RayActorError as exc:
             gone = type(exc).__name__
             log.warning("session %s: its actor is gone (%s)", self.session_id, gone)

@@ -320,6 +320,12 @@ async def load_main(args: argparse.Namespace) -> None:
             json.dumps(
                 {
                     "first_trade_ms": firsts,
+                    "session_ms": [
+                        ((t.session_at or time.time() + 999) - t.started) * 1000 for t in tabs
+                    ],
+                    "subscribed_ms": [
+                        ((t.subscribed_at or time.time() + 999) - t.started) * 1000 for t in tabs
+                    ],
                     "connect_spread_s": max(t.started for t in tabs) - started,
                     "closed": [t.closed_with for t in tabs if t.closed_with],
                 }
@@ -612,7 +618,19 @@ def watch_hub(url: str, duration: float, out: list[dict]) -> None:
         time.sleep(2)
         with contextlib.suppress(httpx.HTTPError, ValueError):
             stats = httpx.get(url, timeout=2).json()
-            out.append({k: stats.get(k) for k in ("window_ms", "pull_ms", "deliver_ms", "lag_ms")})
+            out.append(
+                {
+                    k: stats.get(k)
+                    for k in (
+                        "window_ms",
+                        "pull_ms",
+                        "deliver_ms",
+                        "lag_ms",
+                        "gc_worst_ms",
+                        "gc_total_ms",
+                    )
+                }
+            )
 
 
 def storm(url: str, sim_port: int) -> dict:
@@ -621,7 +639,13 @@ def storm(url: str, sim_port: int) -> dict:
     loaders.go()
     results = loaders.results()
     firsts = sorted(ms for r in results for ms in r["first_trade_ms"])
+    phases = {}
+    for phase in ("session", "subscribed"):
+        times = sorted(ms for r in results for ms in r[f"{phase}_ms"])
+        phases[f"{phase}_p50_ms"] = times[len(times) // 2]
+        phases[f"{phase}_p99_ms"] = times[min(len(times) - 1, int(0.99 * len(times)))]
     return {
+        **phases,
         "tabs": len(firsts),
         "first_trade_p50_ms": firsts[len(firsts) // 2],
         "first_trade_p99_ms": firsts[min(len(firsts) - 1, int(0.99 * len(firsts)))],
@@ -863,6 +887,11 @@ def report(sizes: list[int], shipped: dict, base: dict, replicas: dict) -> None:
             f"connect storm, {st['tabs']} tabs within {STORM_S:.0f} s: first trade p50 "
             f"{st['first_trade_p50_ms']:.0f} ms, p99 {st['first_trade_p99_ms']:.0f}, max "
             f"{st['first_trade_max_ms']:.0f}; closed {st['closed'][:5]}"
+        )
+        print(
+            f"  connect → `session` p50 {st['session_p50_ms']:.0f} ms, p99 "
+            f"{st['session_p99_ms']:.0f}; → `subscribed` p50 {st['subscribed_p50_ms']:.0f} ms,"
+            f" p99 {st['subscribed_p99_ms']:.0f}"
         )
     if replicas:
         k = replicas["killed"]

@@ -61,6 +61,7 @@ from engine.live.channels import (
     trade_data,
 )
 from engine.live.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
+from engine.live.gc_pauses import gc_pauses
 from engine.live.ports import (
     BarSource,
     HasSessionId,
@@ -151,6 +152,7 @@ class Hub(Generic[LeaseT]):
         self._candles_wanted = asyncio.Event()
         self._recorder_found = asyncio.Event()
         self._fallback_logged = False
+        gc_pauses()  # from now on
 
     async def start(self) -> None:
         await self.upstream.register(self.consumer_id)
@@ -680,6 +682,8 @@ class Hub(Generic[LeaseT]):
             "outbox_limit": DEFAULT_MAX_BYTES,
             "slow_consumers": self.slow_consumers,
             "spare_leases": len(self.spare_leases),
+            "gc_worst_ms": round(gc_pauses().take_worst() * 1000, 1),
+            "gc_total_ms": round(gc_pauses().total_s * 1000, 1),
         }
 
 

@@ -148,3 +148,38 @@ async def test_sessions_share_actors_and_a_lost_actor_loses_only_its_own(ray_clu
         assert new.session.host != lost_host
         assert held(await new.session.channels()) == [f"trade:{100000 + i}"]
     ray.kill(pool)
+
+
+async def test_ops_of_several_sessions_apply_in_one_call_in_order(ray_cluster: None) -> None:
+    actor = SessionActor.remote(SessionLimits(max_channels=2, max_symbols=2))
+    answers = await actor.apply.remote(
+        [
+            ("slot-a", "subscribe", ch("trade:005930")),
+            ("slot-b", "subscribe", ch("trade:000660", "book:000660")),
+            ("slot-a", "unsubscribe", ch("trade:005930")),
+            ("slot-a", "subscribe", ch("book:005930")),
+            ("slot-b", "subscribe", ch("trade:035420")),  # a third channel: over the limit
+            ("slot-a", "open", []),  # not an op a replica may send
+        ]
+    )
+    assert held(answers[0][0]) == ["trade:005930"]
+    assert isinstance(answers[4], SubscriptionLimitError)  # this op failed, not the call
+    assert isinstance(answers[5], ValueError)
+    slot_a, slot_b = SessionSlot(actor, "host", "slot-a"), SessionSlot(actor, "host", "slot-b")
+    assert held(await slot_a.channels()) == ["book:005930"]
+    assert held(await slot_b.channels()) == ["trade:000660", "book:000660"]
+    ray.kill(actor)
+
+
+async def test_a_batch_of_leases_gives_distinct_sessions(ray_cluster: None) -> None:
+    pool = SessionPool.remote(warm=4, lease_s=5.0, per_actor=4)
+    await pool.prewarm.remote(4, hold_s=0)
+    requests = [LeaseRequest(f"client-{i}", "replica-a") for i in range(6)]  # 2 over the warm
+    requests.append(LeaseRequest("client-x", "replica-a", None, "given-id"))
+    leases = await pool.acquire_many.remote(requests)
+    ids = [lease.session_id for lease in leases]
+    assert len(set(ids)) == 7 and ids[-1] == "given-id"
+    assert len({(lease.session.host, lease.session.slot) for lease in leases}) == 7
+    assert await pool.renew.remote("replica-a", ids) == []  # every one of them is leased
+    stats = await pool.stats.remote()
+    assert stats["leased"] == 7 and stats["actors"] >= 2

@@ -1,0 +1,49 @@
+"""How long the garbage collector stops this process: a hub's frames wait for it like any task.
+
+Installed once per process (the replica's hub); stats read and reset the worst pause.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+
+class GcPauses:
+    def __init__(self) -> None:
+        self.collections = 0
+        self.total_s = 0.0
+        self.worst_s = 0.0  # since the last `take_worst`
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.collections += 1
+        self.total_s += pause
+        self.worst_s = max(self.worst_s, pause)
+
+    def take_worst(self) -> float:
+        worst, self.worst_s = self.worst_s, 0.0
+        return worst
+
+
+_pauses: GcPauses | None = None
+
+
+def gc_pauses() -> GcPauses:
+    global _pauses
+    if _pauses is None:
+        _pauses = GcPauses()
+    return _pauses
+
+
+def settle_heap() -> None:
+    """Move everything start-up built (imports, Ray's and Serve's state) out of the collector's
+    sight: it is never garbage, yet each full collection walked all of it. Measured in the
+    replica at 1,000 tabs: pauses up to 0.56 s and 10 % of a core (docs/fanout.md)."""
+    gc.collect()
+    gc.freeze()
