@@ -628,6 +628,7 @@ def watch_hub(url: str, duration: float, out: list[dict]) -> None:
                         "lag_ms",
                         "gc_worst_ms",
                         "gc_total_ms",
+                        "gc_full",
                     )
                 }
             )

@@ -102,7 +102,7 @@ class Hub(Generic[LeaseT]):
         bars: BarSource,
         *,
         window_s: float = WS_WINDOW_MS / 1000,
-        max_window_s: float = 0.1,
+        max_window_s: float = 0.25,
         frame_budget: float = WS_FRAME_BUDGET,
     ) -> None:
         self.upstream = upstream
@@ -684,6 +684,7 @@ class Hub(Generic[LeaseT]):
             "spare_leases": len(self.spare_leases),
             "gc_worst_ms": round(gc_pauses().take_worst() * 1000, 1),
             "gc_total_ms": round(gc_pauses().total_s * 1000, 1),
+            "gc_full": gc_pauses().full,
         }
 
 
