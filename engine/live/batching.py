@@ -2,9 +2,9 @@
 everything submitted meanwhile goes in the next.
 
 A connect storm of 1,000 tabs made three actor calls per tab from one replica (lease, replace,
-subscribe); each Ray call costs the caller about a millisecond of CPU on a 2-core node, so the
-replica's loop fell seconds behind (docs/fanout.md, "Connect storms"). Batched, the calls per
-second are bounded by the round trip, not by the tabs, and a lone call still goes at once.
+subscribe), and Ray's submit path was 16 % of the replica's profile (docs/fanout.md, "Batched
+control plane"). Batched, the calls per second are bounded by the round trip, not by the tabs,
+and a lone call still goes at once.
 Pure asyncio, no Ray.
 """
 
