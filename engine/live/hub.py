@@ -21,8 +21,8 @@ pulls (logged once) and looks for the recorder again every RECORDER_RECHECK_S.
 
 The window adapts. Every socket costs about one frame per window, so the window is at least
 sockets / frame budget (KISRAY_WS_FRAME_BUDGET): the frames per second of a replica stay bounded
-as clients grow. On top, when rendering takes more than half of the window it grows by half (up
-to `max_window_s`) and shrinks back when cheap.
+as clients grow (up to `max_window_s`). On top, when rendering takes more than half of the
+window it grows by half (up to BUSY_CEILING_S, or that floor) and shrinks back when cheap.
 
 Each replica also leases a few sessions ahead of its next sockets (`take_lease`), so a new tab
 does not wait for the session pool.
@@ -78,6 +78,7 @@ from engine.live.recent import CatchUp, RecentTrades
 log = logging.getLogger(__name__)
 
 PULL_WAIT_S = 1.0
+BUSY_CEILING_S = 0.1  # how far slow rendering alone may widen the window
 RENEW_EVERY_S = 3.0
 SPARE_LEASES = 2  # sessions a replica leases ahead of its next sockets
 FORMING_WAIT_S = 2.0  # the recorder answers at each flush (1 s); this only bounds an idle poll
@@ -530,8 +531,11 @@ class Hub(Generic[LeaseT]):
         widening on it doubled p99 in the bench (docs/fanout.md)."""
         busy = self._last_cost
         floor = min(self.max_window_s, max(self.base_window_s, len(self.index) / self.frame_budget))
-        if busy > self.window_s / 2 and self.window_s < self.max_window_s:
-            self.window_s = min(self.max_window_s, self.window_s * 1.5)
+        # Slow rendering widens the window only to BUSY_CEILING_S: one hiccup (the process
+        # descheduled) must not set a few tabs' window to what 1,000 sockets need.
+        ceiling = max(floor, BUSY_CEILING_S)
+        if busy > self.window_s / 2 and self.window_s < ceiling:
+            self.window_s = min(ceiling, self.window_s * 1.5)
         elif busy < self.window_s / 8 and self.window_s > floor:
             self.window_s = max(floor, self.window_s / 1.5)
         self.window_s = max(self.window_s, floor)

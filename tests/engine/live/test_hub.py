@@ -402,3 +402,24 @@ async def test_a_storm_of_candle_subscriptions_looks_for_a_missing_recorder_once
     await hub.subscribe(Outbox("late"), [CANDLE_A])  # within RECORDER_RECHECK_S of the lookup
     assert bars.lookups == 1
     assert hub.stats()["candle_source"] == "trades"
+
+
+def test_the_window_follows_the_frame_budget_and_a_slow_render_widens_it_less() -> None:
+    hub = Hub(FakeUpstream(), None, FakeBars({}), window_s=0.01, frame_budget=4000)
+    tabs = [Outbox(f"tab-{i}") for i in range(1000)]
+    for tab in tabs[:10]:
+        hub.index.add(tab)
+    hub._last_cost = 1.0  # every window renders slowly: a descheduled process
+    for _ in range(20):
+        hub._adapt()
+    assert hub.window_s == pytest.approx(0.1)  # not the 250 ms that 1,000 sockets need
+    for tab in tabs[10:]:
+        hub.index.add(tab)
+    hub._last_cost = 0.0
+    hub._adapt()
+    assert hub.window_s == pytest.approx(0.25)  # 1,000 sockets ÷ 4,000 frames/s
+    for tab in tabs[10:]:
+        hub.index.remove(tab)
+    for _ in range(20):
+        hub._adapt()
+    assert hub.window_s == pytest.approx(0.01)  # cheap again: back to the floor
