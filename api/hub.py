@@ -11,6 +11,7 @@ KisrayError, unwrapped from Ray's RayTaskError.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
@@ -182,15 +183,10 @@ class SessionOps:
         return await actor.apply.remote([(slot.slot, op, channels) for slot, op, channels in ops])
 
 
-_session_ops: SessionOps | None = None
-
-
+@functools.cache
 def session_ops() -> SessionOps:
     """This process's SessionOps."""
-    global _session_ops
-    if _session_ops is None:
-        _session_ops = SessionOps()
-    return _session_ops
+    return SessionOps()
 
 
 _hub: ReplicaHub | None = None

@@ -5,6 +5,7 @@ Installed once per process (the replica's hub); stats read and reset the worst p
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 
@@ -38,14 +39,10 @@ class GcPauses:
 # them are still alive to be walked and promoted.
 YOUNG_THRESHOLD = 20_000
 
-_pauses: GcPauses | None = None
-
-
+@functools.cache
 def gc_pauses() -> GcPauses:
-    global _pauses
-    if _pauses is None:
-        _pauses = GcPauses()
-    return _pauses
+    """This process's GcPauses, measuring from the first call."""
+    return GcPauses()
 
 
 def settle_heap() -> None:
