@@ -39,6 +39,7 @@ class GcPauses:
 # them are still alive to be walked and promoted.
 YOUNG_THRESHOLD = 20_000
 
+
 @functools.cache
 def gc_pauses() -> GcPauses:
     """This process's GcPauses, measuring from the first call."""
