@@ -12,6 +12,7 @@ until the next run; the aggregates recompute such buckets from whatever 1-minute
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,12 +92,7 @@ async def apply_retention(
         if mode == "timescaledb":
             relation = RAW_RELATION if interval == "1m" else LEVEL_BY_INTERVAL[interval].cagg
             # The daily cagg's bucket column is the KST-day start, i.e. raw time: same cutoff.
-            dropped = await conn.fetch(
-                "SELECT drop_chunks($1::regclass, older_than => $2::timestamptz)",
-                relation,
-                cutoff,
-            )
-            removed[interval] = len(dropped)
+            removed[interval] = await _drop_chunks(conn, relation, cutoff)
             continue
         # Daily rows are labelled 9 h after their KST-day start.
         label_cutoff = cutoff + KST_OFFSET if interval == "1d" else cutoff
@@ -107,6 +103,33 @@ async def apply_retention(
     if any(removed.values()):
         logger.info("retention removed %s (cutoffs %s)", removed, limits)
     return RetentionReport(mode, limits, removed)
+
+
+# TimescaleDB's own jobs (a retention or refresh policy) can change the same chunk's catalog
+# rows while drop_chunks runs; PostgreSQL then fails the statement with "tuple concurrently
+# deleted" (or updated), XX000. The suite met it once in a few hundred runs. The other job has
+# done or is doing the same work, so trying again a moment later is right.
+DROP_CHUNKS_TRIES = 5
+DROP_CHUNKS_RETRY_S = 0.2
+
+
+async def _drop_chunks(conn: asyncpg.Connection, relation: str, cutoff: datetime) -> int:
+    for _ in range(DROP_CHUNKS_TRIES - 1):
+        try:
+            return await _drop_chunks_once(conn, relation, cutoff)
+        except asyncpg.exceptions.InternalServerError as exc:
+            if "concurrently" not in str(exc):
+                raise
+            logger.info("drop_chunks on %s met a concurrent job (%s); again", relation, exc)
+            await asyncio.sleep(DROP_CHUNKS_RETRY_S)
+    return await _drop_chunks_once(conn, relation, cutoff)
+
+
+async def _drop_chunks_once(conn: asyncpg.Connection, relation: str, cutoff: datetime) -> int:
+    dropped = await conn.fetch(
+        "SELECT drop_chunks($1::regclass, older_than => $2::timestamptz)", relation, cutoff
+    )
+    return len(dropped)
 
 
 async def sync_timescale_policies(conn: asyncpg.Connection, policy: RetentionPolicy) -> list[str]:
