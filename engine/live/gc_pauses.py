@@ -1,6 +1,6 @@
 """How long the garbage collector stops this process: a hub's frames wait for it like any task.
 
-Installed once per process (the replica's hub); stats read and reset the worst pause.
+Installed once per process (the replica's hub); its stats show the worst recent pause.
 """
 
 from __future__ import annotations
@@ -8,14 +8,18 @@ from __future__ import annotations
 import functools
 import gc
 import time
+from collections import deque
+
+RECENT_S = 10.0  # how far back `worst_recent` looks
 
 
 class GcPauses:
-    def __init__(self) -> None:
+    def __init__(self, recent_s: float = RECENT_S) -> None:
         self.collections = 0
         self.full = 0  # collections of the oldest generation: the long ones
         self.total_s = 0.0
-        self.worst_s = 0.0  # since the last `take_worst`
+        self.recent_s = recent_s
+        self._recent: deque[tuple[float, float]] = deque(maxlen=1024)  # (ended at, pause)
         self._started = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -23,15 +27,18 @@ class GcPauses:
         if phase == "start":
             self._started = time.perf_counter()
             return
-        pause = time.perf_counter() - self._started
+        ended = time.perf_counter()
+        pause = ended - self._started
         self.collections += 1
         self.full += info.get("generation") == 2
         self.total_s += pause
-        self.worst_s = max(self.worst_s, pause)
+        self._recent.append((ended, pause))
 
-    def take_worst(self) -> float:
-        worst, self.worst_s = self.worst_s, 0.0
-        return worst
+    def worst_recent(self) -> float:
+        """The longest pause of the last `recent_s` seconds. Reading changes nothing: /health
+        and /ws/stats both show it."""
+        since = time.perf_counter() - self.recent_s
+        return max((pause for ended, pause in self._recent if ended >= since), default=0.0)
 
 
 # Container allocations between young collections (CPython's default is 700). Most of a

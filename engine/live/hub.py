@@ -686,7 +686,7 @@ class Hub(Generic[LeaseT]):
             "outbox_limit": DEFAULT_MAX_BYTES,
             "slow_consumers": self.slow_consumers,
             "spare_leases": len(self.spare_leases),
-            "gc_worst_ms": round(gc_pauses().take_worst() * 1000, 1),
+            "gc_worst_ms": round(gc_pauses().worst_recent() * 1000, 1),
             "gc_total_ms": round(gc_pauses().total_s * 1000, 1),
             "gc_full": gc_pauses().full,
         }
