@@ -12,7 +12,6 @@ of the date (= 09:00 KST). Sub-daily buckets are UTC-aligned, which is KST-align
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from engine.domain.bars import MinuteBar
 from engine.domain.intervals import DAY, HOUR, MINUTE, RELATIONS
 from engine.domain.kst import KST_OFFSET
 from engine.errors import InvalidCandlesError
+from engine.storage.contention import retry_on_contention
 from engine.storage.migrate import DbMode, database_mode
 
 logger = logging.getLogger(__name__)
@@ -381,15 +381,14 @@ CAGG_REFRESH_RETRY_S = 0.5
 
 
 async def _refresh_cagg(conn: asyncpg.Connection, cagg: str, window_end: datetime) -> None:
-    for attempt in range(CAGG_REFRESH_TRIES):
-        try:
-            await conn.execute(
-                "CALL refresh_continuous_aggregate($1::regclass, NULL, $2::timestamptz)",
-                cagg,
-                window_end,
-            )
-            return
-        except asyncpg.exceptions.LockNotAvailableError:
-            if attempt == CAGG_REFRESH_TRIES - 1:
-                raise
-            await asyncio.sleep(CAGG_REFRESH_RETRY_S)
+    await retry_on_contention(
+        lambda: conn.execute(
+            "CALL refresh_continuous_aggregate($1::regclass, NULL, $2::timestamptz)",
+            cagg,
+            window_end,
+        ),
+        lambda exc: isinstance(exc, asyncpg.exceptions.LockNotAvailableError),
+        tries=CAGG_REFRESH_TRIES,
+        wait_s=CAGG_REFRESH_RETRY_S,
+        what=f"refresh of {cagg}",
+    )

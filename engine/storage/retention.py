@@ -12,7 +12,6 @@ until the next run; the aggregates recompute such buckets from whatever 1-minute
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import asyncpg
 from engine.candles.store import LEVEL_BY_INTERVAL, RAW_RELATION
 from engine.config import Settings
 from engine.domain.kst import KST_OFFSET
+from engine.storage.contention import retry_on_contention
 from engine.storage.migrate import DbMode, database_mode
 
 logger = logging.getLogger(__name__)
@@ -114,15 +114,15 @@ DROP_CHUNKS_RETRY_S = 0.2
 
 
 async def _drop_chunks(conn: asyncpg.Connection, relation: str, cutoff: datetime) -> int:
-    for _ in range(DROP_CHUNKS_TRIES - 1):
-        try:
-            return await _drop_chunks_once(conn, relation, cutoff)
-        except asyncpg.exceptions.InternalServerError as exc:
-            if "concurrently" not in str(exc):
-                raise
-            logger.info("drop_chunks on %s met a concurrent job (%s); again", relation, exc)
-            await asyncio.sleep(DROP_CHUNKS_RETRY_S)
-    return await _drop_chunks_once(conn, relation, cutoff)
+    return await retry_on_contention(
+        lambda: _drop_chunks_once(conn, relation, cutoff),
+        lambda exc: (
+            isinstance(exc, asyncpg.exceptions.InternalServerError) and "concurrently" in str(exc)
+        ),
+        tries=DROP_CHUNKS_TRIES,
+        wait_s=DROP_CHUNKS_RETRY_S,
+        what=f"drop_chunks on {relation}",
+    )
 
 
 async def _drop_chunks_once(conn: asyncpg.Connection, relation: str, cutoff: datetime) -> int:
