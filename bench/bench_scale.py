@@ -421,6 +421,8 @@ async def load_main(args: argparse.Namespace) -> None:
             ((t.first_trade_at or time.time() + 999) - killed_at) * 1000 for t in moved
         ]
         result["gaps"] = sum(t.gaps for t in tabs)
+        stuck = [t.closed_with or "open" for t in moved if t.first_trade_at is None]
+        result["resume_stuck"] = {why: stuck.count(why) for why in set(stuck)}
         result["resume_phase_ms"] = {
             phase: [
                 ((getattr(t, f"{phase}_at") or time.time() + 999) - t.resumed_from) * 1000
@@ -608,6 +610,10 @@ def measure(
             from_kill[min(len(from_kill) - 1, int(0.99 * len(from_kill)))] if from_kill else -1
         )
         out["gaps"] = sum(r.get("gaps", 0) for r in results)
+        out["resume_stuck"] = {}
+        for r in results:
+            for why, count in r.get("resume_stuck", {}).items():
+                out["resume_stuck"][why] = out["resume_stuck"].get(why, 0) + count
         for phase in RESUME_PHASES:
             phase_ms = (r.get("resume_phase_ms", {}).get(phase, []) for r in results)
             times = sorted(ms for each in phase_ms for ms in each)

@@ -124,6 +124,13 @@ def encode(message: dict[str, object]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
+def trade_message(symbol: str, trades_json: list[str], *, replayed: bool = False) -> str:
+    """A `trade` message from trades already encoded one by one (`encode(trade_data(t))`): the
+    same text as encoding the whole message, without encoding a trade again for every tab."""
+    tail = ',"replayed":true}' if replayed else "}"
+    return f'{{"type":"{TRADE}","symbol":{encode(symbol)},"data":[{",".join(trades_json)}]{tail}'
+
+
 def candle_message(symbol: str, bar: MinuteBar | LiveBar, interval: str = MINUTE_INTERVAL) -> str:
     """The `candle` message for a forming bar: its data and `live: true`."""
     data = {**bar.as_data(), "live": True}

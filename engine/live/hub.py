@@ -47,7 +47,6 @@ from engine.domain.bars import LiveBar, MinuteBar
 from engine.errors import UnknownConsumerError
 from engine.kis import tr
 from engine.kis.delivery import Batch
-from engine.kis.records import Trade
 from engine.kis.registry import Registration
 from engine.live.channels import (
     CANDLE,
@@ -58,7 +57,6 @@ from engine.live.channels import (
     candle_message,
     encode,
     newer_bar,
-    trade_data,
 )
 from engine.live.fanout import DEFAULT_MAX_BYTES, FanoutIndex, Outbox
 from engine.live.gc_pauses import gc_pauses
@@ -240,13 +238,13 @@ class Hub(Generic[LeaseT]):
         now = time.monotonic()
         for key, (last, deadline) in list(self._catching_up.items()):
             outbox, channel = key
-            state, trades = self.recent.after(channel.symbol, last)
+            state, replay = self.recent.replay(channel.symbol, last)
             if state is CatchUp.WAIT and now < deadline:
                 continue
             if state is not CatchUp.REPLAY:
                 outbox.offer(None, gap_message(channel.symbol, last))
-            if trades:
-                outbox.offer(channel, replay_message(channel.symbol, trades))
+            if replay is not None:
+                outbox.offer(channel, replay)
             del self._catching_up[key]
             self.index.subscribe(outbox, [channel])
 
@@ -690,12 +688,6 @@ class Hub(Generic[LeaseT]):
             "gc_total_ms": round(gc_pauses().total_s * 1000, 1),
             "gc_full": gc_pauses().full,
         }
-
-
-def replay_message(symbol: str, trades: list[Trade]) -> str:
-    """Trades a resumed tab missed: a trade message, marked as a replay."""
-    data = [trade_data(t) for t in trades]
-    return encode({"type": TRADE, "symbol": symbol, "data": data, "replayed": True})
 
 
 def gap_message(symbol: str, last: int) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from engine.live.channels import encode, trade_data, trade_message
 from engine.live.recent import CatchUp, RecentTrades
 from tests.engine.live.test_hub import run
 
@@ -41,3 +44,25 @@ def test_a_forgotten_symbol_holds_nothing() -> None:
     recent.forget(["005930"])
     assert recent.after("005930", 100) == (CatchUp.WAIT, [])
     assert recent.after("000660", 50)[0] is CatchUp.REPLAY
+
+
+def test_a_replay_is_the_trade_message_of_the_missed_trades() -> None:
+    recent = RecentTrades()
+    recent.add(run(100, 5))  # cum 101 … 105
+    state, text = recent.replay("005930", 102)
+    assert state is CatchUp.REPLAY
+    missed = run(100, 5)[2:]
+    whole = {"type": "trade", "symbol": "005930", "data": [trade_data(t) for t in missed]}
+    assert text == encode({**whole, "replayed": True})  # the same bytes, encoded per trade
+    assert recent.replay("005930", 102) == (state, text)  # again: from the cached trades
+    assert recent.replay("005930", 105) == (CatchUp.REPLAY, None)
+    assert recent.replay("005930", 200) == (CatchUp.WAIT, None)
+
+
+def test_a_live_trade_message_from_trades_encoded_one_by_one() -> None:
+    trades = run(100, 3)
+    text = trade_message("005930", [encode(trade_data(t)) for t in trades])
+    assert text == encode(
+        {"type": "trade", "symbol": "005930", "data": [trade_data(t) for t in trades]}
+    )
+    assert json.loads(text)["data"][2]["cum_volume"] == 103
