@@ -940,6 +940,12 @@ def report(sizes: list[int], shipped: dict, base: dict, replicas: dict) -> None:
             f"delivered {k['delivered']}/{k['expected']} ({k['ratio']:.5f}); gap markers "
             f"{k['gaps']}"
         )
+        phases = "; ".join(
+            f"{phase} p50 {k.get(f'resume_{phase}_p50_ms', -1):.0f} ms, p99 "
+            f"{k.get(f'resume_{phase}_p99_ms', -1):.0f}"
+            for phase in RESUME_PHASES
+        )
+        print(f"  from reconnect: {phases}; without a trade at the end: {k.get('resume_stuck')}")
     result = {
         "p99_ms_1000": round(s["p99_ms"], 1),
         "baseline_p99_ms_1000": round(b["p99_ms"], 1),
