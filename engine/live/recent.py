@@ -10,7 +10,7 @@ are known exactly, and whether this replica still holds the first of them. Pure 
 from __future__ import annotations
 
 import enum
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Iterable
 
 from engine.kis.records import Record, Trade
@@ -26,68 +26,81 @@ class CatchUp(enum.Enum):
     WAIT = "wait"  # the tab saw trades this replica has not had yet: wait for them
 
 
-class _Held:
-    """A held trade and, once some tab needed it, its JSON: a replica that lost its neighbour
-    replays the same trades to hundreds of resumed tabs, and encodes each trade once."""
+class _SymbolTrades:
+    """One symbol's trades in arrival order, with their cumulative volumes (ascending within a
+    day, so a resume finds its place by bisection) and, encoded once, their JSON: a replica
+    whose neighbour died replays the same trades to hundreds of resumed tabs at once."""
 
-    __slots__ = ("_json", "trade")
+    __slots__ = ("cums", "jsons", "trades")
 
-    def __init__(self, trade: Trade) -> None:
-        self.trade = trade
-        self._json: str | None = None
+    def __init__(self) -> None:
+        self.trades: list[Trade] = []
+        self.cums: list[int] = []
+        self.jsons: list[str] = []  # trades[: len(jsons)], encoded
 
-    @property
-    def json(self) -> str:
-        if self._json is None:
-            self._json = encode(trade_data(self.trade))
-        return self._json
+    def add(self, trade: Trade, keep: int) -> None:
+        if self.cums and trade.cum_volume < self.cums[-1]:  # a new trading day
+            self.trades.clear()
+            self.cums.clear()
+            self.jsons.clear()
+        self.trades.append(trade)
+        self.cums.append(trade.cum_volume)
+        if len(self.trades) > 2 * keep:  # trimmed now and then, not at every trade
+            drop = len(self.trades) - keep
+            del self.trades[:drop], self.cums[:drop], self.jsons[:drop]
+
+    def encoded(self, start: int) -> list[str]:
+        for trade in self.trades[len(self.jsons) :]:
+            self.jsons.append(encode(trade_data(trade)))
+        return self.jsons[start:]
 
 
 class RecentTrades:
     def __init__(self, per_symbol: int = RECENT_PER_SYMBOL) -> None:
         self.per_symbol = per_symbol
-        self._by_symbol: dict[str, deque[_Held]] = {}
+        self._by_symbol: dict[str, _SymbolTrades] = {}
 
     def add(self, records: Iterable[Record]) -> None:
         for record in records:
             if isinstance(record, Trade):
                 held = self._by_symbol.get(record.symbol)
                 if held is None:
-                    held = self._by_symbol[record.symbol] = deque(maxlen=self.per_symbol)
-                held.append(_Held(record))
+                    held = self._by_symbol[record.symbol] = _SymbolTrades()
+                held.add(record, self.per_symbol)
 
     def after(self, symbol: str, last: int) -> tuple[CatchUp, list[Trade]]:
         """What to send a tab whose last trade of `symbol` had cumulative volume `last`."""
-        state, held = self._after(symbol, last)
-        return state, [h.trade for h in held]
+        state, start = self._after(symbol, last)
+        if start is None:
+            return state, []
+        return state, self._by_symbol[symbol].trades[start:]
 
     def replay(self, symbol: str, last: int) -> tuple[CatchUp, str | None]:
         """`after`, as the `trade` message (marked as a replay) that sends the missed trades;
         None when there are none."""
-        state, held = self._after(symbol, last)
-        if not held:
+        state, start = self._after(symbol, last)
+        if start is None:
             return state, None
-        return state, trade_message(symbol, [h.json for h in held], replayed=True)
+        return state, trade_message(symbol, self._by_symbol[symbol].encoded(start), replayed=True)
 
-    def _after(self, symbol: str, last: int) -> tuple[CatchUp, list[_Held]]:
+    def _after(self, symbol: str, last: int) -> tuple[CatchUp, int | None]:
+        """The state, and where the missed trades start in the symbol's list (None: none)."""
         held = self._by_symbol.get(symbol)
-        if not held:
-            return CatchUp.WAIT, []
-        newest = held[-1].trade.cum_volume
-        if newest < last:
-            return CatchUp.WAIT, []
-        # From the newest back: the cost is the trades to send, not all that are held.
-        missed: list[_Held] = []
-        for entry in reversed(held):
-            if entry.trade.cum_volume <= last:
-                missed.reverse()
-                return CatchUp.REPLAY, missed
-            missed.append(entry)
-        missed.reverse()
-        oldest = held[0].trade
-        if oldest.cum_volume - oldest.volume <= last:
-            return CatchUp.REPLAY, missed
-        return CatchUp.GAP, missed
+        if held is None or not held.cums:
+            return CatchUp.WAIT, None
+        cums = held.cums
+        if cums[-1] < last:
+            return CatchUp.WAIT, None
+        if cums[-1] == last:
+            return CatchUp.REPLAY, None
+        oldest = max(0, len(cums) - self.per_symbol)  # what is held: the last per_symbol
+        start = bisect_right(cums, last, oldest)
+        if start > oldest:  # the tab's last trade is held: nothing after it is missing
+            return CatchUp.REPLAY, start
+        first = held.trades[oldest]
+        if first.cum_volume - first.volume <= last:
+            return CatchUp.REPLAY, start
+        return CatchUp.GAP, start
 
     def forget(self, symbols: Iterable[str]) -> None:
         """Symbols this replica no longer receives: what it holds of them would go stale."""

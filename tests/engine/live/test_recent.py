@@ -66,3 +66,36 @@ def test_a_live_trade_message_from_trades_encoded_one_by_one() -> None:
         {"type": "trade", "symbol": "005930", "data": [trade_data(t) for t in trades]}
     )
     assert json.loads(text)["data"][2]["cum_volume"] == 103
+
+
+def test_trades_added_after_a_replay_are_in_the_next_one() -> None:
+    recent = RecentTrades()
+    recent.add(run(100, 3))
+    recent.replay("005930", 100)  # encodes 101 … 103
+    recent.add(run(103, 2))
+    _, text = recent.replay("005930", 102)
+    data = [trade_data(t) for t in run(102, 3)]
+    assert text == encode({"type": "trade", "symbol": "005930", "data": data, "replayed": True})
+
+
+def test_only_the_last_per_symbol_trades_count_however_many_were_added() -> None:
+    recent = RecentTrades(per_symbol=4)
+    for first in range(100, 130, 3):
+        recent.add(run(first, 3))  # cum 101 … 130, in batches
+        recent.replay("005930", first)  # encodes what is held so far
+    data = [trade_data(t) for t in run(126, 4)]
+    replayed = encode({"type": "trade", "symbol": "005930", "data": data, "replayed": True})
+    assert recent.replay("005930", 126) == (CatchUp.REPLAY, replayed)
+    assert [t.cum_volume for t in recent.after("005930", 126)[1]] == [127, 128, 129, 130]
+    assert recent.after("005930", 126)[0] is CatchUp.REPLAY
+    state, missed = recent.after("005930", 120)
+    assert state is CatchUp.GAP
+    assert [t.cum_volume for t in missed] == [127, 128, 129, 130]
+
+
+def test_a_new_trading_day_starts_afresh() -> None:
+    recent = RecentTrades()
+    recent.add(run(5000, 3))  # yesterday's last trades
+    recent.add(run(0, 2))  # today's first: cum_volume starts again
+    assert recent.after("005930", 0) == (CatchUp.REPLAY, run(0, 2))
+    assert recent.after("005930", 5003)[0] is CatchUp.WAIT  # yesterday's tab: nothing to replay
