@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import ray
 from ray.exceptions import RayActorError
@@ -39,6 +39,9 @@ from engine.live.session_state import SessionLimits, SessionState
 DEFAULT_LIMITS = SessionLimits()
 SESSION_OPS = frozenset({"subscribe", "unsubscribe", "replace"})
 SessionOp: TypeAlias = tuple[str, str, list[Channel]]  # (slot, op, channels)
+# `release`'s arguments: (session id, park, channels, replica id)
+Release: TypeAlias = tuple[str, bool, tuple[Channel, ...] | None, str | None]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -520,6 +523,13 @@ class SessionPool:
             self._released.notify_all()
         await self._park_or_recycle(session_id, held[0], park, kept)
 
+    async def release_many(self, releases: list[Release]) -> list[Exception | None]:
+        """Closed sockets' releases, one call per batch (engine.live.batching): each as
+        `release`, its error (if any) in its place. A thousand tabs leaving at once made a
+        thousand calls, ~10 % of their replica's time while they went."""
+        done = await asyncio.gather(*(self.release(*r) for r in releases), return_exceptions=True)
+        return [_as_answer(a) for a in done]
+
     async def _park_or_recycle(
         self,
         session_id: str,
@@ -584,9 +594,9 @@ class SessionPool:
         }
 
 
-def _as_answer(answer: Lease | BaseException) -> Lease | Exception:
+def _as_answer(answer: T | BaseException) -> T | Exception:
     if isinstance(answer, BaseException) and not isinstance(answer, Exception):
-        return RuntimeError(f"the lease was not made: {answer!r}")  # a cancelled acquire
+        return RuntimeError(f"not done: {answer!r}")  # a cancelled acquire or release
     return answer
 
 

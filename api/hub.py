@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.names import find_candles, find_kis_socket, find_recorder
-from actors.session import Lease, SessionSlot, session_pool
+from actors.session import Lease, Release, SessionSlot, session_pool
 from api.ingress import serves_directly
 from engine.config import get_settings
 from engine.domain.bars import LiveBar, MinuteBar
@@ -106,6 +106,8 @@ class RaySessionPool:
         self._resolve = resolve
         # New tabs' leases share a call; a resume goes alone (actors.session.acquire_many).
         self._leases: KeyedBatcher[None, LeaseRequest, Lease] = KeyedBatcher(self._acquire_many)
+        # Closed sockets' releases share calls too: a thousand tabs may leave at once.
+        self._releases: KeyedBatcher[None, Release, None] = KeyedBatcher(self._release_many)
 
     async def acquire(self, request: LeaseRequest) -> Lease:
         if request.resume is None:
@@ -124,8 +126,11 @@ class RaySessionPool:
     async def release(
         self, session_id: str, park: bool, channels: tuple[Channel, ...] | None, replica_id: str
     ) -> None:
+        await self._releases.submit(None, (session_id, park, channels, replica_id))
+
+    async def _release_many(self, _: None, releases: list[Release]) -> list[Any]:
         with _translated(PoolLostError, PoolRestartingError):
-            await self._actor.release.remote(session_id, park, channels, replica_id)
+            return await self._actor.release_many.remote(releases)
 
     async def renew(self, replica_id: str, session_ids: list[str]) -> list[str]:
         with _translated(PoolLostError, PoolRestartingError):

@@ -127,8 +127,9 @@ def encode(message: dict[str, object]) -> str:
 def trade_message(symbol: str, trades_json: list[str], *, replayed: bool = False) -> str:
     """A `trade` message from trades already encoded one by one (`encode(trade_data(t))`): the
     same text as encoding the whole message, without encoding a trade again for every tab."""
-    tail = ',"replayed":true}' if replayed else "}"
-    return f'{{"type":"{TRADE}","symbol":{encode(symbol)},"data":[{",".join(trades_json)}]{tail}'
+    head = f'{{"type":"{TRADE}","symbol":{json.dumps(symbol, ensure_ascii=False)},"data":['
+    tail = '],"replayed":true}' if replayed else "]}"
+    return head + ",".join(trades_json) + tail
 
 
 def candle_message(symbol: str, bar: MinuteBar | LiveBar, interval: str = MINUTE_INTERVAL) -> str:

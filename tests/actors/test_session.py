@@ -183,3 +183,16 @@ async def test_a_batch_of_leases_gives_distinct_sessions(ray_cluster: None) -> N
     assert await pool.renew.remote("replica-a", ids) == []  # every one of them is leased
     stats = await pool.stats.remote()
     assert stats["leased"] == 7 and stats["actors"] >= 2
+    # Sockets closing together are released in one call: parked, reset, or not known.
+    parked, reset = leases[0], leases[1]
+    releases = [
+        (parked.session_id, True, tuple(ch("trade:005930")), "replica-a"),
+        (reset.session_id, False, None, "replica-a"),
+        ("no-such-session", True, None, "replica-a"),
+    ]
+    assert await pool.release_many.remote(releases) == [None, None, None]
+    assert (await pool.stats.remote())["leased"] == 5
+    back = await pool.acquire.remote(LeaseRequest("client-0b", "replica-b", parked.session_id))
+    assert back.session_id == parked.session_id and held(back.channels) == ["trade:005930"]
+    gone = await pool.acquire.remote(LeaseRequest("client-1b", "replica-b", reset.session_id))
+    assert gone.session_id != reset.session_id and gone.channels == ()
