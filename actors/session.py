@@ -177,6 +177,7 @@ class SessionPool:
         # → (when, park, channels), so the late actor is parked for a resume or recycled.
         self._gone_early: dict[str, tuple[float, bool, tuple[Channel, ...] | None]] = {}
         self._pending: set[str] = set()  # replacements under way: a resume waits for them
+        self._recycling: set[asyncio.Task[None]] = set()  # released actors being reset
         # Sessions a resume took from another replica → (that replica, when): its late release
         # or renewal must neither park nor re-adopt what the tab now holds elsewhere.
         self._moved: dict[str, tuple[str, float]] = {}
@@ -521,7 +522,9 @@ class SessionPool:
             return
         async with self._released:
             self._released.notify_all()
-        await self._park_or_recycle(session_id, held[0], park, kept)
+        # Not waiting for a reset: a batch of releases (release_many) is answered when its last
+        # one is, and one slow session actor would hold up every later release of the replica.
+        await self._park_or_recycle(session_id, held[0], park, kept, wait=False)
 
     async def release_many(self, releases: list[Release]) -> list[Exception | None]:
         """Closed sockets' releases, one call per batch (engine.live.batching): each as
@@ -536,13 +539,18 @@ class SessionPool:
         actor: SessionSlot,
         park: bool,
         channels: tuple[Channel, ...] | None,
+        wait: bool = True,
     ) -> None:
         """A closed socket's actor: parked for a resume (with the channels its replica
-        delivered, if told) or reset back into the pool."""
+        delivered, if told) or reset back into the pool (in the background unless `wait`)."""
         if park and self.park_s > 0:
             self._parked[session_id] = (actor, time.monotonic() + self.park_s, channels)
-        else:
+        elif wait:
             await self._recycle(actor)
+        else:
+            task = asyncio.create_task(self._recycle(actor))
+            self._recycling.add(task)  # held: the loop keeps only weak references to tasks
+            task.add_done_callback(self._recycling.discard)
 
     async def _recycle(self, slot: SessionSlot) -> None:
         with contextlib.suppress(RayActorError):

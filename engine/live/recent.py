@@ -39,8 +39,10 @@ class _SymbolTrades:
         self.jsons: list[str] = []  # trades[: len(jsons)], encoded
 
     def add(self, trade: Trade, keep: int) -> None:
-        if self.cums and trade.cum_volume < self.cums[-1]:  # a new trading day
-            self.trades.clear()
+        if self.cums and trade.cum_volume < self.cums[-1]:
+            if trade.ts.date() == self.trades[-1].ts.date():
+                return  # out of order (it went out live): a replay could not place it
+            self.trades.clear()  # a new trading day: yesterday's trades replay to nobody
             self.cums.clear()
             self.jsons.clear()
         self.trades.append(trade)

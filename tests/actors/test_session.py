@@ -190,8 +190,14 @@ async def test_a_batch_of_leases_gives_distinct_sessions(ray_cluster: None) -> N
         (reset.session_id, False, None, "replica-a"),
         ("no-such-session", True, None, "replica-a"),
     ]
+    idle = (await pool.stats.remote())["idle"]
     assert await pool.release_many.remote(releases) == [None, None, None]
     assert (await pool.stats.remote())["leased"] == 5
+    for _ in range(50):  # the reset one goes back to idle, in the background
+        if (await pool.stats.remote())["idle"] == idle + 1:
+            break
+        await asyncio.sleep(0.1)
+    assert (await pool.stats.remote())["idle"] == idle + 1
     back = await pool.acquire.remote(LeaseRequest("client-0b", "replica-b", parked.session_id))
     assert back.session_id == parked.session_id and held(back.channels) == ["trade:005930"]
     gone = await pool.acquire.remote(LeaseRequest("client-1b", "replica-b", reset.session_id))

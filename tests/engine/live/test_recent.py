@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from engine.live.channels import encode, trade_data, trade_message
 from engine.live.recent import CatchUp, RecentTrades
@@ -96,6 +97,16 @@ def test_only_the_last_per_symbol_trades_count_however_many_were_added() -> None
 def test_a_new_trading_day_starts_afresh() -> None:
     recent = RecentTrades()
     recent.add(run(5000, 3))  # yesterday's last trades
-    recent.add(run(0, 2))  # today's first: cum_volume starts again
-    assert recent.after("005930", 0) == (CatchUp.REPLAY, run(0, 2))
+    today = [t._replace(ts=t.ts + timedelta(days=1)) for t in run(0, 2)]  # cum_volume restarts
+    recent.add(today)
+    assert recent.after("005930", 0) == (CatchUp.REPLAY, today)
     assert recent.after("005930", 5003)[0] is CatchUp.WAIT  # yesterday's tab: nothing to replay
+
+
+def test_a_trade_out_of_order_is_not_held() -> None:
+    recent = RecentTrades()
+    recent.add(run(95, 5))  # cum 96 … 100
+    recent.add(run(89, 1) + run(100, 1))  # 90 comes late, then 101
+    state, missed = recent.after("005930", 95)
+    assert state is CatchUp.REPLAY
+    assert [t.cum_volume for t in missed] == [96, 97, 98, 99, 100, 101]
