@@ -40,7 +40,7 @@ class _SymbolTrades:
 
     def add(self, trade: Trade, keep: int) -> None:
         if self.cums and trade.cum_volume < self.cums[-1]:
-            if trade.ts.date() == self.trades[-1].ts.date():
+            if trade.trade_date == self.trades[-1].trade_date:  # the KST trading date
                 return  # out of order (it went out live): a replay could not place it
             self.trades.clear()  # a new trading day: yesterday's trades replay to nobody
             self.cums.clear()

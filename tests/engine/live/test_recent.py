@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from engine.live.channels import encode, trade_data, trade_message
 from engine.live.recent import CatchUp, RecentTrades
@@ -97,7 +96,9 @@ def test_only_the_last_per_symbol_trades_count_however_many_were_added() -> None
 def test_a_new_trading_day_starts_afresh() -> None:
     recent = RecentTrades()
     recent.add(run(5000, 3))  # yesterday's last trades
-    today = [t._replace(ts=t.ts + timedelta(days=1)) for t in run(0, 2)]  # cum_volume restarts
+    # cum_volume restarts with the next KST trading date. (Its pre-market trades' UTC time is
+    # still the day before: only the trading date tells the days apart.)
+    today = [t._replace(trade_date="20250313") for t in run(0, 2)]
     recent.add(today)
     assert recent.after("005930", 0) == (CatchUp.REPLAY, today)
     assert recent.after("005930", 5003)[0] is CatchUp.WAIT  # yesterday's tab: nothing to replay
