@@ -510,6 +510,11 @@ class Scored:
         self.samples = [(s, int(first), int(n), recv) for s, first, n, recv in samples]
 
 
+def ranked(ordered: list[float], p: float) -> float:
+    """The `p` quantile of sorted values: the value at rank p·n (the last one at most)."""
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
 def percentile(histogram: dict[int, int], p: float) -> float:
     total = sum(histogram.values())
     if not total:
@@ -601,14 +606,10 @@ def measure(
     if kill is not None:
         resume = sorted(ms for r in results for ms in r.get("resume_ms", []))
         out["resumed"] = sum(r.get("resumed", 0) for r in results)
-        out["resume_p99_ms"] = (
-            resume[min(len(resume) - 1, int(0.99 * len(resume)))] if resume else -1
-        )
+        out["resume_p99_ms"] = ranked(resume, 0.99) if resume else -1
         out["resume_max_ms"] = resume[-1] if resume else -1
         from_kill = sorted(ms for r in results for ms in r.get("resume_from_kill_ms", []))
-        out["resume_from_kill_p99_ms"] = (
-            from_kill[min(len(from_kill) - 1, int(0.99 * len(from_kill)))] if from_kill else -1
-        )
+        out["resume_from_kill_p99_ms"] = ranked(from_kill, 0.99) if from_kill else -1
         out["gaps"] = sum(r.get("gaps", 0) for r in results)
         out["resume_stuck"] = {}
         for r in results:
@@ -618,8 +619,8 @@ def measure(
             phase_ms = (r.get("resume_phase_ms", {}).get(phase, []) for r in results)
             times = sorted(ms for each in phase_ms for ms in each)
             if times:
-                out[f"resume_{phase}_p50_ms"] = times[len(times) // 2]
-                out[f"resume_{phase}_p99_ms"] = times[min(len(times) - 1, int(0.99 * len(times)))]
+                out[f"resume_{phase}_p50_ms"] = ranked(times, 0.5)
+                out[f"resume_{phase}_p99_ms"] = ranked(times, 0.99)
     print(json.dumps({k: v for k, v in out.items()}), file=sys.stderr, flush=True)
     return out
 
@@ -680,13 +681,13 @@ def storm(url: str, sim_port: int) -> dict:
     phases = {}
     for phase in STORM_PHASES:
         times = sorted(ms for r in results for ms in r[f"{phase}_ms"])
-        phases[f"{phase}_p50_ms"] = times[len(times) // 2]
-        phases[f"{phase}_p99_ms"] = times[min(len(times) - 1, int(0.99 * len(times)))]
+        phases[f"{phase}_p50_ms"] = ranked(times, 0.5)
+        phases[f"{phase}_p99_ms"] = ranked(times, 0.99)
     return {
         **phases,
         "tabs": len(firsts),
-        "first_trade_p50_ms": firsts[len(firsts) // 2],
-        "first_trade_p99_ms": firsts[min(len(firsts) - 1, int(0.99 * len(firsts)))],
+        "first_trade_p50_ms": ranked(firsts, 0.5),
+        "first_trade_p99_ms": ranked(firsts, 0.99),
         "first_trade_max_ms": firsts[-1],
         "closed": [c for r in results for c in r["closed"]],
     }
