@@ -414,14 +414,14 @@ class Hub(Generic[LeaseT]):
         elif self.candle_source != "recorder" and self._look_due():
             self._start_lookup()
         if self.candle_source == "recorder":
-            try:
-                bars = await asyncio.wait_for(self.bars.forming_bars(), RECORDER_CALL_TIMEOUT_S)
-            except Exception as exc:
-                log.warning("hub %s: forming_bars failed: %s", self.replica_id, exc)
-                bars = {}
+            bars = await self._current_forming_bars()
             for symbol in {c.symbol for c in channels}:
-                bar = bars.get(symbol)
-                if bar is not None and newer_bar(self.forming.get(symbol), bar):
+                bar = bars.get(symbol) if bars is not None else None
+                if bar is None:
+                    # The recorder could not say: what is held here may be minutes old, or from
+                    # a recorder since replaced. The next publication brings the bar.
+                    self.forming.pop(symbol, None)
+                elif newer_bar(self.forming.get(symbol), bar):
                     self.forming[symbol] = bar
         # Coarser bars from the candle service's own forming bar, not the recorder's newer one:
         # that one may already be the next minute while the minute before is not written yet,
@@ -429,6 +429,28 @@ class Hub(Generic[LeaseT]):
         coarse = [c for c in channels if c.interval != MINUTE_INTERVAL]
         for symbol in dict.fromkeys(c.symbol for c in coarse):
             await self._roll_up(symbol, None, [c for c in coarse if c.symbol == symbol])
+
+    async def _current_forming_bars(self) -> dict[str, MinuteBar] | None:
+        """The recorder's forming bars now, or None if it cannot tell. A call that fails (not
+        one that is slow) looks the recorder up again and asks once more: the handle held
+        may be of a recorder that was replaced, and the long-poll that would notice is idle
+        while no candle channel is wanted."""
+        for attempt in range(2):
+            try:
+                return await asyncio.wait_for(self.bars.forming_bars(), RECORDER_CALL_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("hub %s: forming_bars timed out", self.replica_id)
+                return None
+            except Exception as exc:
+                log.warning("hub %s: forming_bars failed: %s", self.replica_id, exc)
+                if attempt or not await self._relocate_recorder():
+                    return None
+        return None
+
+    async def _relocate_recorder(self) -> bool:
+        """Look the recorder up anew (a lookup under way counts): True if it is there."""
+        self.recorder_located = False
+        return await self._look_for_recorder()
 
     def _offer_current_bars(self, outbox: Outbox, channels: list[Channel]) -> None:
         """Each candle channel's newest bar held here (refreshed just before)."""

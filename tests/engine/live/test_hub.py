@@ -404,6 +404,55 @@ async def test_a_storm_of_candle_subscriptions_looks_for_a_missing_recorder_once
     assert hub.stats()["candle_source"] == "trades"
 
 
+class ReplacedRecorder(FakeBars):
+    """A recorder that is killed and replaced: the handle held fails until looked up again."""
+
+    def __init__(self, bars: dict[str, MinuteBar]) -> None:
+        super().__init__(bars)
+        self.handle_dead = False
+        self.replacement_dead = False  # True: the new one fails too
+        self.lookups = 0
+
+    async def locate(self) -> None:
+        self.lookups += 1
+        self.handle_dead = self.replacement_dead
+
+    async def forming_bars(self) -> dict[str, MinuteBar]:
+        if self.handle_dead:
+            raise RuntimeError("the actor died")
+        return await super().forming_bars()
+
+
+async def candles_on_subscribe(hub: Hub[FakeLease], name: str) -> list[dict[str, object]]:
+    box = Outbox(name)
+    hub.attach(box, name)
+    await hub.subscribe(box, [CANDLE_A], ACK)
+    await hub.unsubscribe(box, [CANDLE_A])  # no candle channel wanted: the long-poll idles
+    return [m for m in map(json.loads, box.take()) if m["type"] == "candle"]
+
+
+@pytest.mark.parametrize("replacement_works", [True, False])
+async def test_a_new_candle_tab_never_gets_a_replaced_recorders_bar(
+    replacement_works: bool,
+) -> None:
+    bars = ReplacedRecorder({"005930": bar(318)})
+    hub: Hub[FakeLease] = Hub(FakeUpstream(), None, bars, window_s=0.01)
+    await hub.start()
+    try:
+        (first,) = await candles_on_subscribe(hub, "early")
+        assert first["data"]["volume"] == 318
+        bars.handle_dead, bars.replacement_dead = True, not replacement_works
+        bars.bars = {"005930": bar(2151)}  # the new recorder's bar of the same minute
+        got = await candles_on_subscribe(hub, "late")
+        assert bars.lookups == 2  # looked up again at the failure, not later
+        if replacement_works:
+            assert [m["data"]["volume"] for m in got] == [2151]
+        else:
+            assert got == []  # nothing rather than the old recorder's bar
+    finally:
+        await hub.stop()
+
+
 def test_the_window_follows_the_frame_budget_and_a_slow_render_widens_it_less() -> None:
     hub = Hub(FakeUpstream(), None, FakeBars({}), window_s=0.01, frame_budget=4000)
     tabs = [Outbox(f"tab-{i}") for i in range(1000)]
