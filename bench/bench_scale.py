@@ -14,8 +14,10 @@ tap's sequence), server CPU (all Ray processes, or the baseline's), memory per t
 the servers' unique memory, USS, divided by tabs), new-tab latency (connect → first trade).
 
 Then a connect storm on a fresh stack (1,000 tabs connecting evenly within 10 s: time from each
-tab's connect to its first trade) and 1,000 tabs on two replicas behind one URL (Serve's HAProxy
-ingress), with one replica killed mid-run: its tabs reconnect with `?resume=` through the same URL.
+tab's connect to its first trade); a burst, shipped and baseline (500 tabs joining at the same
+instant a server streams to 500: the survivor's side of a failover, without the resume); and
+1,000 tabs on two replicas behind one URL (Serve's HAProxy ingress), with one replica killed
+mid-run: its tabs reconnect with `?resume=` through the same URL.
 
 Tabs are raw asyncio protocols (no WebSocket library on the hot path), spread over several
 load processes; each process's CPU is reported so the load generator is seen not to be the
@@ -25,7 +27,7 @@ sent, a cost no remote browser puts on the server. The tap keeps the normal poli
 is never late (a late tap would make latencies look shorter).
 
 Run: .venv/bin/python bench/bench_scale.py   (about 10 minutes)
-     --sizes 50,200 --skip storm,replicas   for a quick look
+     --sizes 50,200 --skip storm,burst,replicas   for a quick look
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ SYMBOLS = fan.SYMBOLS
 TABS_PER_PROCESS = 250
 STORM_TABS = 1000
 STORM_S = 10.0
+BURST_TABS = 500  # join at once while as many stream: the survivor's side of a failover
 BUCKET_MS = 0.5  # latency histogram resolution
 STORM_PHASES = ("connected", "upgraded", "session", "subscribed")  # a new tab's, in order
 RESUME_PHASES = ("upgraded", "session", "subscribed")  # a resumed tab's, from its reconnect
@@ -676,7 +679,33 @@ def storm(url: str, sim_port: int) -> dict:
     loaders = Loaders(url, sim_port, STORM_TABS, "storm", spread=STORM_S)
     loaders.ready()
     loaders.go()
-    results = loaders.results()
+    return first_trades(loaders.results())
+
+
+def burst(url: str, sim_port: int, server_pids) -> dict:
+    """BURST_TABS tabs join at the same instant a server already streaming to as many: a killed
+    replica's tabs arriving at the survivor, without the resume. Connect → each phase and the
+    first trade, and the server's CPU over the burst's first 5 s (is the server the limit?)."""
+    streaming = Loaders(url, sim_port, BURST_TABS, "steady", duration=25, warmup=3)
+    streaming.ready()
+    streaming.go()
+    time.sleep(3)
+    joining = Loaders(url, sim_port, BURST_TABS, "storm", spread=0.0)
+    joining.ready()
+    load = {*streaming.pids(), *joining.pids()}
+    procs = [p for p in fan.server_processes(server_pids()) if p.pid not in load]
+    c0, w0 = cpu_by_pid(procs), time.monotonic()
+    joining.go()
+    time.sleep(5)
+    c1 = cpu_by_pid(procs)
+    cpu = sum(c1[pid] - c0[pid] for pid in c1 if pid in c0) / (time.monotonic() - w0) * 100
+    results = joining.results()
+    streaming.results()
+    return {**first_trades(results), "server_cpu_pct_first_5s": cpu}
+
+
+def first_trades(results: list[dict]) -> dict:
+    """New tabs' phases and first trade, from connect (storm-mode load processes' reports)."""
     firsts = sorted(ms for r in results for ms in r["first_trade_ms"])
     phases = {}
     for phase in STORM_PHASES:
@@ -818,6 +847,24 @@ def run_storm(sim_port: int) -> dict:
         shutdown()
 
 
+def run_burst(sim_port: int) -> dict:
+    """A fresh stack whose pool holds a session for every tab: a failover's tabs have theirs."""
+    url, pids, _, shutdown = ray_stack(sim_port, 1)
+    import ray
+
+    from actors.session import session_pool
+    from engine.config import get_settings
+
+    try:
+        settings = get_settings()
+        pool = session_pool(settings.ws_session_pool, settings.sessions_per_actor)
+        ray.get(pool.prewarm.remote(2 * BURST_TABS + 10, hold_s=600))
+        time.sleep(1)
+        return burst(url, sim_port, pids)
+    finally:
+        shutdown()
+
+
 def run_replicas(sim_port: int, tabs: int) -> dict:
     url, pids, kill_replica, shutdown = ray_stack(sim_port, 2)
     import ray
@@ -843,7 +890,7 @@ def run_replicas(sim_port: int, tabs: int) -> dict:
     return {"steady": steady, "killed": killed}
 
 
-def run_baseline(sim_port: int, sizes: list[int]) -> dict:
+def run_baseline(sim_port: int, sizes: list[int], with_burst: bool) -> dict:
     port = fan.free_port()
     proc = subprocess.Popen(
         [PY, fan.__file__, "--baseline", str(port), str(sim_port)], start_new_session=True
@@ -854,10 +901,13 @@ def run_baseline(sim_port: int, sizes: list[int]) -> dict:
         time.sleep(2)
         url = f"ws://127.0.0.1:{port}/ws?batch=1"
         idle = fan.uss_by_kind(fan.server_processes({proc.pid}))
-        return {
+        out: dict = {
             tabs: measure(url, sim_port, tabs, lambda: {proc.pid}, idle_mb=idle, tap=tap)
             for tabs in sizes
         }
+        if with_burst:
+            out["burst"] = burst(url, sim_port, lambda: {proc.pid})
+        return out
     finally:
         tap.stop()
         os.killpg(proc.pid, signal.SIGTERM)
@@ -881,7 +931,9 @@ def main(sizes: list[int], skip: set[str]) -> None:
         if "storm" not in skip:
             shipped["storm"] = child("storm", sim_port, sizes, skip)
         replicas = child("replicas", sim_port, [max(sizes)], skip) if "replicas" not in skip else {}
-        base = run_baseline(sim_port, sizes)
+        if "burst" not in skip:
+            shipped["burst"] = child("burst", sim_port, sizes, skip)
+        base = run_baseline(sim_port, sizes, "burst" not in skip)
     finally:
         os.killpg(sim.pid, signal.SIGTERM)
         sim.wait(10)
@@ -932,6 +984,14 @@ def report(sizes: list[int], shipped: dict, base: dict, replicas: dict) -> None:
             for phase in STORM_PHASES
         )
         print(f"  from connect: {phases}")
+    for name, bu in (("shipped", shipped.get("burst")), ("baseline", base.get("burst"))):
+        if bu:
+            print(
+                f"burst, {BURST_TABS} tabs join {BURST_TABS} streaming, {name}: first trade p50 "
+                f"{bu['first_trade_p50_ms']:.0f} ms, p99 {bu['first_trade_p99_ms']:.0f}; 101 p50 "
+                f"{bu['upgraded_p50_ms']:.0f} ms, p99 {bu['upgraded_p99_ms']:.0f}; server CPU "
+                f"{bu['server_cpu_pct_first_5s']:.0f} % in the first 5 s; closed {bu['closed'][:5]}"
+            )
     if replicas:
         k = replicas["killed"]
         print(
@@ -957,15 +1017,21 @@ def report(sizes: list[int], shipped: dict, base: dict, replicas: dict) -> None:
         if "storm" in shipped
         else None,
         "replicas2_p99_ms_1000": round(replicas["steady"]["p99_ms"], 1) if replicas else None,
+        "burst_first_trade_p99_ms": _burst_p99(shipped),
+        "baseline_burst_first_trade_p99_ms": _burst_p99(base),
     }
     print("RESULT " + json.dumps(result))
+
+
+def _burst_p99(runs: dict) -> float | None:
+    return round(runs["burst"]["first_trade_p99_ms"], 1) if "burst" in runs else None
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="50,200,500,1000")
-    parser.add_argument("--skip", default="", help="storm,replicas")
-    parser.add_argument("--stack", choices=["shipped", "replicas", "storm"])
+    parser.add_argument("--skip", default="", help="storm,burst,replicas")
+    parser.add_argument("--stack", choices=["shipped", "replicas", "storm", "burst"])
     parser.add_argument("--load", action="store_true")
     parser.add_argument("--tap", action="store_true")
     parser.add_argument("--out")
@@ -991,6 +1057,8 @@ if __name__ == "__main__":
         asyncio.run(tap_main(ns))
     elif ns.stack == "storm":
         print(json.dumps(run_storm(ns.sim_port)), flush=True)
+    elif ns.stack == "burst":
+        print(json.dumps(run_burst(ns.sim_port)), flush=True)
     elif ns.stack == "shipped":
         print(json.dumps(run_shipped(ns.sim_port, sizes, skip)), flush=True)
     elif ns.stack == "replicas":
