@@ -78,7 +78,7 @@ timescaledb:
 	  "the TimescaleDB tests will be skipped unless it is installed"; fi
 
 test: lint compose-tool chromium timescaledb haproxy
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=15
 
 bench: install-test
 	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
