@@ -597,9 +597,7 @@ def measure(
         kill()
     time.sleep(duration)
     wall = time.monotonic() - w0
-    # A killed replica's CPU until its death is not known: only survivors are summed.
-    c1 = cpu_by_pid(procs)
-    cpu = sum(c1[pid] - c0[pid] for pid in c1 if pid in c0) / wall * 100
+    cpu = cpu_pct_since(procs, c0, w0)
     k1 = fan.cpu_by_kind(procs)
     by_kind = {k: round((v - k0.get(k, 0.0)) / wall * 100) for k, v in k1.items()}
     results = loaders.results(tap)
@@ -629,6 +627,14 @@ def measure(
 
 
 SESSION_ACTOR = "ray::SessionActor"
+
+
+def cpu_pct_since(procs: list[psutil.Process], before: dict[int, float], t0: float) -> float:
+    """The processes' CPU % (of one core) since `before` was taken at monotonic `t0`. A process
+    that died meanwhile is not known to the end: only survivors are summed."""
+    after = cpu_by_pid(procs)
+    used = sum(after[pid] - before[pid] for pid in after if pid in before)
+    return used / (time.monotonic() - t0) * 100
 
 
 def cpu_by_pid(procs: list[psutil.Process]) -> dict[int, float]:
@@ -697,8 +703,7 @@ def burst(url: str, sim_port: int, server_pids) -> dict:
     c0, w0 = cpu_by_pid(procs), time.monotonic()
     joining.go()
     time.sleep(5)
-    c1 = cpu_by_pid(procs)
-    cpu = sum(c1[pid] - c0[pid] for pid in c1 if pid in c0) / (time.monotonic() - w0) * 100
+    cpu = cpu_pct_since(procs, c0, w0)
     results = joining.results()
     streaming.results()
     return {**first_trades(results), "server_cpu_pct_first_5s": cpu}

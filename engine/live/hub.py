@@ -435,22 +435,17 @@ class Hub(Generic[LeaseT]):
         one that is slow) looks the recorder up again and asks once more: the handle held
         may be of a recorder that was replaced, and the long-poll that would notice is idle
         while no candle channel is wanted."""
-        for attempt in range(2):
+        for last_try in (False, True):
             try:
                 return await asyncio.wait_for(self.bars.forming_bars(), RECORDER_CALL_TIMEOUT_S)
             except TimeoutError:
                 log.warning("hub %s: forming_bars timed out", self.replica_id)
-                return None
+                break
             except Exception as exc:
                 log.warning("hub %s: forming_bars failed: %s", self.replica_id, exc)
-                if attempt or not await self._relocate_recorder():
-                    return None
+                if last_try or not await self._look_for_recorder():
+                    break
         return None
-
-    async def _relocate_recorder(self) -> bool:
-        """Look the recorder up anew (a lookup under way counts): True if it is there."""
-        self.recorder_located = False
-        return await self._look_for_recorder()
 
     def _offer_current_bars(self, outbox: Outbox, channels: list[Channel]) -> None:
         """Each candle channel's newest bar held here (refreshed just before)."""
