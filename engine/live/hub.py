@@ -394,6 +394,11 @@ class Hub(Generic[LeaseT]):
             self.window.candles_from_trades = False
             self.window.forget_bars()
             self.forming_seq = 0  # another process counts its publications from 0
+        else:
+            # Looked up again after a failed call: the recorder found may be a replacement,
+            # whose bars (and count) are not comparable with those held from the one before.
+            self.forming.clear()
+            self.forming_seq = 0
         self.recorder_located, self.candle_source = True, "recorder"
         self._recorder_found.set()
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -435,18 +436,20 @@ async def candles_on_subscribe(hub: Hub[FakeLease], name: str) -> list[dict[str,
 async def test_a_new_candle_tab_never_gets_a_replaced_recorders_bar(
     replacement_works: bool,
 ) -> None:
-    bars = ReplacedRecorder({"005930": bar(318)})
+    bars = ReplacedRecorder({"005930": bar(2151)})
     hub: Hub[FakeLease] = Hub(FakeUpstream(), None, bars, window_s=0.01)
     await hub.start()
     try:
         (first,) = await candles_on_subscribe(hub, "early")
-        assert first["data"]["volume"] == 318
+        assert first["data"]["volume"] == 2151
         bars.handle_dead, bars.replacement_dead = True, not replacement_works
-        bars.bars = {"005930": bar(2151)}  # the new recorder's bar of the same minute
+        # The new recorder started within the minute: its bar has seen fewer trades, yet it is
+        # the one /candles now agrees with.
+        bars.bars = {"005930": dataclasses.replace(bar(318), open=95)}
         got = await candles_on_subscribe(hub, "late")
         assert bars.lookups == 2  # looked up again at the failure, not later
         if replacement_works:
-            assert [m["data"]["volume"] for m in got] == [2151]
+            assert [(m["data"]["open"], m["data"]["volume"]) for m in got] == [(95, 318)]
         else:
             assert got == []  # nothing rather than the old recorder's bar
     finally:
